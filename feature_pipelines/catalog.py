@@ -1,0 +1,241 @@
+"""Load every spec object from the `feature_defs` package and validate the catalog as a whole.
+
+Validation collects every problem before failing, and each message names the file, the line and the object,
+so a data engineer fixes a broken catalog in one pass.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import cached_property
+from pathlib import Path
+from types import ModuleType
+
+import polars as pl
+
+from feature_pipelines.spec import (
+    SENSITIVITIES,
+    BatchSource,
+    Entity,
+    FeatureService,
+    FeatureView,
+    WindowContext,
+)
+
+SPEC_TYPES = (Entity, BatchSource, FeatureView, FeatureService)
+
+
+class CatalogError(ValueError):
+    """The catalog in `feature_defs/` is invalid; `problems` lists every finding."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid feature catalog:\n  - " + "\n  - ".join(problems))
+
+
+@dataclass(frozen=True)
+class FeatureRef:
+    view: FeatureView
+    feature: str
+
+
+@dataclass
+class Catalog:
+    """All spec objects by name, after validation. `base_dir` anchors relative source locations."""
+
+    entities: dict[str, Entity] = field(default_factory=dict)
+    sources: dict[str, BatchSource] = field(default_factory=dict)
+    views: dict[str, FeatureView] = field(default_factory=dict)
+    services: dict[str, FeatureService] = field(default_factory=dict)
+    base_dir: Path = Path(".")
+
+    def entity_of(self, view: FeatureView) -> Entity:
+        return self.entities[view.entity_name]
+
+    def source_of(self, view: FeatureView) -> BatchSource:
+        return self.sources[view.source_name]
+
+    def views_of(self, source: BatchSource) -> list[FeatureView]:
+        return [v for v in self.views.values() if v.source_name == source.name]
+
+    @cached_property
+    def online_views(self) -> list[FeatureView]:
+        return [v for v in self.views.values() if v.online]
+
+    def resolve_service(self, name: str) -> list[FeatureRef]:
+        """Expand a service's `view:feature` / `view:*` references, in declaration order."""
+        if name not in self.services:
+            raise KeyError(f"unknown feature service {name!r}; known: {sorted(self.services)}")
+        return _expand(self.services[name], self.views)
+
+
+def _expand(service: FeatureService, views: dict[str, FeatureView]) -> list[FeatureRef]:
+    refs: list[FeatureRef] = []
+    for ref in service.features:
+        view_name, _, feat = ref.partition(":")
+        view = views[view_name]
+        names = view.feature_names if feat in ("*", "") else [feat]
+        refs.extend(FeatureRef(view, n) for n in names)
+    return refs
+
+
+def load_catalog(package: str = "feature_defs", path: Path | None = None) -> Catalog:
+    """Import every module of `package` (found under `path`'s parent if given) and validate what it declares."""
+    if path is not None:
+        sys.path.insert(0, str(Path(path).parent))
+    try:
+        root = importlib.import_module(package)
+        modules = [root] + [
+            importlib.import_module(f"{package}.{info.name}")
+            for info in pkgutil.iter_modules(root.__path__)
+            if not info.name.startswith("_")
+        ]
+    finally:
+        if path is not None:
+            sys.path.pop(0)
+    catalog = Catalog(base_dir=Path(root.__path__[0]))
+    problems: list[str] = []
+    _collect(modules, catalog, problems)
+    problems.extend(validate(catalog))
+    if problems:
+        raise CatalogError(problems)
+    return catalog
+
+
+def _collect(modules: list[ModuleType], catalog: Catalog, problems: list[str]) -> None:
+    buckets = {
+        Entity: catalog.entities,
+        BatchSource: catalog.sources,
+        FeatureView: catalog.views,
+        FeatureService: catalog.services,
+    }
+    seen: dict[str, object] = {}
+    for module in modules:
+        for obj in vars(module).values():
+            if not isinstance(obj, SPEC_TYPES):
+                continue
+            other = seen.get(obj.name)
+            if other is obj:
+                continue  # the same object re-exported by another module
+            if other is not None:
+                problems.append(
+                    f"{obj.defined_at}: duplicate name {obj.name!r}: {type(obj).__name__} here and "
+                    f"{type(other).__name__} at {other.defined_at}"  # type: ignore[attr-defined]
+                )
+                continue
+            seen[obj.name] = obj
+            buckets[type(obj)][obj.name] = obj  # type: ignore[index]
+
+
+def validate(catalog: Catalog) -> list[str]:
+    """Every problem of the catalog, each naming where it was declared."""
+    problems: list[str] = []
+    for source in catalog.sources.values():
+        where = f"{source.defined_at}: BatchSource {source.name!r}"
+        if source.event_time not in source.schema:
+            problems.append(f"{where}: event_time {source.event_time!r} is not in its schema")
+        if source.format not in ("parquet", "csv"):
+            problems.append(f"{where}: unknown format {source.format!r} (parquet or csv)")
+    for view in catalog.views.values():
+        problems.extend(_validate_view(view, catalog))
+    for service in catalog.services.values():
+        where = f"{service.defined_at}: FeatureService {service.name!r}"
+        problems.extend(_validate_owner(where, service.owner))
+        if not service.description.strip():
+            problems.append(f"{where}: missing description")
+        for ref in service.features:
+            view_name, sep, feat = ref.partition(":")
+            if not sep:
+                problems.append(f"{where}: reference {ref!r} must be 'view:feature' or 'view:*'")
+            elif view_name not in catalog.views:
+                problems.append(f"{where}: unknown feature view {view_name!r} in {ref!r}")
+            elif feat != "*" and feat not in catalog.views[view_name].feature_names:
+                problems.append(f"{where}: view {view_name!r} has no feature {feat!r}")
+    return problems
+
+
+def _validate_owner(where: str, owner: str) -> list[str]:
+    if not owner.strip():
+        return [f"{where}: missing owner (an email or 'team:<name>')"]
+    if not (owner.startswith("team:") or "@" in owner):
+        return [f"{where}: owner {owner!r} must be an email or 'team:<name>'"]
+    return []
+
+
+def _validate_view(view: FeatureView, catalog: Catalog) -> list[str]:
+    where = f"{view.defined_at}: FeatureView {view.name!r}"
+    problems = _validate_owner(where, view.owner)
+    if not view.description.strip():
+        problems.append(f"{where}: missing description")
+    if view.sensitivity not in SENSITIVITIES:
+        problems.append(f"{where}: sensitivity {view.sensitivity!r} is not one of {SENSITIVITIES}")
+    if not isinstance(view.entity, str) and catalog.entities.get(view.entity.name) is not view.entity:
+        problems.append(f"{where}: entity {view.entity.name!r} is not declared in feature_defs")
+    if view.entity_name not in catalog.entities:
+        problems.append(f"{where}: unknown entity {view.entity_name!r}")
+    if view.source_name not in catalog.sources:
+        problems.append(f"{where}: unknown source {view.source_name!r}")
+    for tag, value in view.tags.items():
+        if not isinstance(value, str):
+            problems.append(f"{where}: tag {tag!r} must be a string, got {value!r}")
+    problems.extend(_validate_ttls(where, view))
+    names = [f.name for f in view.features]
+    for dup in sorted({n for n in names if names.count(n) > 1}):
+        problems.append(f"{where}: feature {dup!r} is declared twice")
+    for feat in view.features:
+        if not feat.description.strip():
+            problems.append(f"{feat.defined_at}: feature {view.name}:{feat.name} has no description")
+        if feat.sensitivity is not None and feat.sensitivity not in SENSITIVITIES:
+            problems.append(f"{feat.defined_at}: feature {view.name}:{feat.name}: bad sensitivity")
+    if problems or view.entity_name not in catalog.entities or view.source_name not in catalog.sources:
+        return problems
+    return problems + _validate_output_schema(where, view, catalog)
+
+
+def _validate_ttls(where: str, view: FeatureView) -> list[str]:
+    problems = []
+    checks = {"offline_lookback": view.offline_lookback}
+    if view.online:
+        checks["online_ttl"] = view.online_ttl
+    for name, ttl in checks.items():
+        if not isinstance(ttl, timedelta):
+            problems.append(f"{where}: {name} must be a timedelta, got {ttl!r}")
+        elif ttl < timedelta(seconds=1):
+            problems.append(f"{where}: {name} must be at least one second, got {ttl}")
+        elif ttl > timedelta(days=3650):
+            problems.append(f"{where}: {name} of {ttl.days} days is over ten years")
+    for window in view.windows:
+        if not isinstance(window, timedelta) or window <= timedelta(0):
+            problems.append(f"{where}: window {window!r} must be a positive timedelta")
+    return problems
+
+
+def _validate_output_schema(where: str, view: FeatureView, catalog: Catalog) -> list[str]:
+    """Run the transformation on an empty frame of the raw schema and compare what it produces."""
+    source, entity = catalog.source_of(view), catalog.entity_of(view)
+    empty = pl.LazyFrame(schema=source.raw_schema)
+    ctx = WindowContext(as_of=datetime(2000, 1, 2, tzinfo=UTC), windows=view.windows)
+    try:
+        produced = view.transformation(empty, ctx).collect_schema()
+    except Exception as exc:  # noqa: BLE001 - any failure of user code is reported, not raised
+        return [f"{where}: transformation failed on an empty frame: {type(exc).__name__}: {exc}"]
+    problems = []
+    expected = {entity.join_key: entity.dtype}
+    expected.update({f.name: f.polars_dtype for f in view.features})
+    for name, dtype in expected.items():
+        dtype = dtype() if isinstance(dtype, type) else dtype
+        if name not in produced:
+            what = "join key" if name == entity.join_key else "declared feature"
+            problems.append(f"{where}: {what} {name!r} is not produced by the transformation")
+        elif produced[name] != dtype:
+            problems.append(
+                f"{where}: feature {name!r} is declared {dtype} but the transformation produces {produced[name]}"
+            )
+    extra = [c for c in produced if c not in expected]
+    if extra:
+        problems.append(f"{where}: the transformation produces undeclared columns {extra}")
+    return problems

@@ -1,0 +1,26 @@
+"""Runtime settings from the environment (or `.env`): where data lives and which Redis serves it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """`FS_LAKE_DIR` holds every Delta table; `REDIS_URL` (or `FS_REDIS_URL`) is the online store."""
+
+    model_config = SettingsConfigDict(env_prefix="FS_", env_file=".env", extra="ignore")
+
+    lake_dir: Path = Path("lake")
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0", validation_alias=AliasChoices("FS_REDIS_URL", "REDIS_URL")
+    )
+    online_versions_kept: int = 3
+
+    def raw_table(self, source: str) -> str:
+        return str((self.lake_dir / "raw" / source).resolve())
+
+    def feature_table(self, view: str) -> str:
+        return str((self.lake_dir / "features" / view).resolve())

@@ -1,0 +1,288 @@
+"""The declarative spec: small, typed, immutable objects that data engineers write in `feature_defs/`.
+
+Everything else (Dagster assets and checks, GE suites, the Redis layout, docs, the catalog) is derived from
+these objects, so a fact about a feature is written exactly once. Nothing here imports Dagster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import polars as pl
+
+Sensitivity = Literal["public", "internal", "confidential", "restricted"]
+Severity = Literal["blocking", "warn"]
+SENSITIVITIES: tuple[str, ...] = ("public", "internal", "confidential", "restricted")
+
+
+def _caller_location() -> str:
+    """Where the spec object was written, as `path:line`, so every error can point a human at it."""
+    for frame in inspect.stack()[2:]:
+        if not frame.filename.endswith(("spec.py", "dataclasses.py")) and "<" not in frame.filename:
+            return f"{frame.filename}:{frame.lineno}"
+    return "<unknown>"
+
+
+def _located(cls):
+    """Record the definition site of each instance without making it part of equality."""
+    original_post_init = getattr(cls, "__post_init__", None)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "defined_at", _caller_location())
+        if original_post_init:
+            original_post_init(self)
+
+    cls.__post_init__ = __post_init__
+    return cls
+
+
+@dataclass(frozen=True, kw_only=True)
+@_located
+class Entity:
+    """A thing features describe (a user, an item), identified by one join key.
+
+    Attributes:
+        name: catalog name, e.g. "customer".
+        join_key: column that identifies the entity in sources and feature tables.
+        dtype: polars dtype of the join key.
+    """
+
+    name: str
+    join_key: str
+    dtype: pl.DataType | type[pl.DataType]
+    description: str = ""
+    defined_at: str = field(default="", compare=False, repr=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+@_located
+class BatchSource:
+    """A batch source: files of events, and how to normalize them into the raw Delta table.
+
+    Attributes:
+        location: file path or glob, relative to the `feature_defs` package unless absolute.
+        format: "parquet" or "csv".
+        schema: the columns a file must have, by their names in the file, with their dtypes.
+        event_time: the column holding when each event happened.
+        timezone: the wall-clock zone of naive event times; they are converted to UTC.
+        timestamp_format: strptime format for the event time in text formats (csv).
+        column_names: "snake_case" renames columns (CustomerID -> customer_id); "as_is" keeps them.
+        start, end: the first and last day (UTC) of data; they bound the daily partitions. `end=None`
+            means "up to today".
+    """
+
+    name: str
+    location: str
+    format: Literal["parquet", "csv"]
+    schema: Mapping[str, Any]
+    event_time: str
+    start: date
+    end: date | None = None
+    timezone: str = "UTC"
+    timestamp_format: str = "%Y-%m-%d %H:%M:%S"
+    column_names: Literal["snake_case", "as_is"] = "snake_case"
+    description: str = ""
+    owner: str = ""
+    defined_at: str = field(default="", compare=False, repr=False)
+
+    def column(self, source_name: str) -> str:
+        """The raw-table name of a source column."""
+        return normalize_column_name(source_name) if self.column_names == "snake_case" else source_name
+
+    @property
+    def raw_schema(self) -> dict[str, pl.DataType]:
+        """Columns of the raw Delta table: normalized names, UTC event time, and the partition column."""
+        cols: dict[str, pl.DataType] = {self.column(c): _dtype(t) for c, t in self.schema.items()}
+        cols[self.column(self.event_time)] = pl.Datetime("us", "UTC")
+        cols[EVENT_DATE] = pl.String()
+        return cols
+
+    @property
+    def event_time_column(self) -> str:
+        return self.column(self.event_time)
+
+    def resolve_location(self, base: Path) -> str:
+        path = Path(self.location)
+        return str(path if path.is_absolute() else base / path)
+
+
+@dataclass(frozen=True, kw_only=True)
+@_located
+class Expectation:
+    """Any Great Expectations 1.x expectation by its snake_case name, e.g.
+    `Expectation("expect_column_values_to_match_regex", regex="^[A-Z]{2}$")`. The column is filled in."""
+
+    name: str
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    severity: Severity = "blocking"
+    defined_at: str = field(default="", compare=False, repr=False)
+
+    def __init__(self, name: str, severity: Severity = "blocking", **kwargs: Any) -> None:
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "severity", severity)
+        object.__setattr__(self, "kwargs", dict(kwargs))
+        self.__post_init__()
+
+
+@dataclass(frozen=True, kw_only=True)
+@_located
+class Feature:
+    """One feature column: its dtype, meaning and what valid values look like.
+
+    `nullable=False` (the default) makes a null a blocking failure; `min`/`max` and `allowed` become GE
+    range and set expectations; `expectations` adds any other GE expectation.
+    """
+
+    name: str
+    dtype: pl.DataType | type[pl.DataType]
+    description: str
+    nullable: bool = False
+    min: float | int | None = None
+    max: float | int | None = None
+    allowed: tuple[Any, ...] | None = None
+    expectations: tuple[Expectation, ...] = ()
+    sensitivity: Sensitivity | None = None
+    defined_at: str = field(default="", compare=False, repr=False)
+
+    @property
+    def polars_dtype(self) -> pl.DataType:
+        return _dtype(self.dtype)
+
+
+@dataclass(frozen=True)
+class WindowContext:
+    """What a transformation gets besides the events: the instant its features describe and the windows."""
+
+    as_of: datetime
+    windows: tuple[timedelta, ...]
+
+    def since(self, window: timedelta) -> datetime:
+        return self.as_of - window
+
+
+Transformation = Callable[[pl.LazyFrame, WindowContext], pl.LazyFrame]
+Preparation = Callable[[pl.LazyFrame], pl.LazyFrame]
+
+
+def keep_all(events: pl.LazyFrame) -> pl.LazyFrame:
+    return events
+
+
+@dataclass(frozen=True, kw_only=True)
+@_located
+class FeatureView:
+    """A table of features for one entity, computed per daily partition from trailing windows of a source.
+
+    Attributes:
+        transformation: `(events, ctx) -> LazyFrame` with one row per entity: the join key and every
+            declared feature. `events` holds the prepared rows in `[ctx.as_of - lookback, ctx.as_of)`,
+            sorted by event time.
+        prepare: row-wise cleaning that does not depend on the window (filters, de-duplication, derived
+            columns). It runs once per run over all the raw rows a run reads, not once per partition.
+        windows: trailing windows the transformation aggregates over (they also size the raw read).
+        online_ttl: how long a pushed value may be served (Redis key expiry), refreshed by every push.
+        offline_lookback: how far back a point-in-time join may look for a row of this view.
+        version: bump it when the meaning of a feature changes; it is part of the definition hash.
+    """
+
+    name: str
+    entity: Entity | str
+    source: BatchSource | str
+    features: tuple[Feature, ...]
+    transformation: Transformation
+    owner: str
+    prepare: Preparation = keep_all
+    description: str
+    windows: tuple[timedelta, ...] = ()
+    tags: Mapping[str, str] = field(default_factory=dict)
+    sensitivity: Sensitivity = "internal"
+    version: int = 1
+    online: bool = True
+    online_ttl: timedelta | None = timedelta(days=2)
+    offline_lookback: timedelta = timedelta(days=2)
+    defined_at: str = field(default="", compare=False, repr=False)
+
+    @property
+    def entity_name(self) -> str:
+        return self.entity if isinstance(self.entity, str) else self.entity.name
+
+    @property
+    def source_name(self) -> str:
+        return self.source if isinstance(self.source, str) else self.source.name
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    @property
+    def lookback(self) -> timedelta:
+        """How much raw history one partition's computation reads."""
+        return max(self.windows, default=timedelta(days=1))
+
+    def feature(self, name: str) -> Feature:
+        for f in self.features:
+            if f.name == name:
+                return f
+        raise KeyError(f"feature view {self.name!r} has no feature {name!r}")
+
+    def definition_hash(self) -> str:
+        """A short hash of everything that defines the view's output, including the transformation's code."""
+        payload = {
+            f.name: repr(getattr(self, f.name))
+            for f in fields(self)
+            if f.name not in ("transformation", "prepare", "defined_at")
+        }
+        for name in ("prepare", "transformation"):
+            fn = getattr(self, name)
+            try:
+                payload[name] = inspect.getsource(fn)
+            except (OSError, TypeError):
+                payload[name] = repr(fn)
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True, kw_only=True)
+@_located
+class FeatureService:
+    """The contract of one model: the features it consumes, as `"view:feature"` or `"view:*"` references."""
+
+    name: str
+    features: tuple[str, ...]
+    owner: str
+    description: str
+    defined_at: str = field(default="", compare=False, repr=False)
+
+
+EVENT_DATE = "event_date"
+"""Partition column of raw tables: the UTC date of the event, as `YYYY-MM-DD`."""
+PARTITION_DATE = "partition_date"
+"""Partition column of feature tables: the day whose end the row describes, as `YYYY-MM-DD`."""
+EVENT_TIMESTAMP = "event_timestamp"
+"""Feature tables: the instant a row describes (end of its partition day, exclusive), UTC."""
+
+
+def normalize_column_name(name: str) -> str:
+    """`CustomerID` -> `customer_id`, `InvoiceNo` -> `invoice_no`, `unit price` -> `unit_price`."""
+    out: list[str] = []
+    for i, ch in enumerate(name):
+        if ch in " -.":
+            out.append("_")
+            continue
+        prev_lower = i > 0 and (name[i - 1].islower() or name[i - 1].isdigit())
+        next_lower = i + 1 < len(name) and name[i + 1].islower()
+        prev_upper = i > 0 and name[i - 1].isupper()
+        if ch.isupper() and i > 0 and (prev_lower or (prev_upper and next_lower)):
+            out.append("_")
+        out.append(ch.lower())
+    return "".join(out).replace("__", "_")
+
+
+def _dtype(dtype: pl.DataType | type[pl.DataType]) -> pl.DataType:
+    return dtype() if isinstance(dtype, type) else dtype
