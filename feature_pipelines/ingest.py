@@ -85,4 +85,4 @@ def _normalize(frame: pl.DataFrame, source: BatchSource) -> pl.DataFrame:
 
 
 def in_range(frame: pl.DataFrame, first: date | str, last: date | str) -> pl.DataFrame:
-    return frame.filter(pl.col(EVENT_DATE).is_between(str(first), str(last)))
+    return frame.filter(pl.col(EVENT_DATE).is_between(pl.lit(str(first)), pl.lit(str(last))))

@@ -55,4 +55,4 @@ def read_partitions(
     uri: str, column: str, first: date | str, last: date | str, version: int | None = None
 ) -> pl.DataFrame:
     """Rows of partitions `first..last`; the partition filter prunes files before any is read."""
-    return scan(uri, version).filter(pl.col(column).is_between(str(first), str(last))).collect()
+    return scan(uri, version).filter(pl.col(column).is_between(pl.lit(str(first)), pl.lit(str(last)))).collect()

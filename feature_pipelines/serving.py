@@ -1,0 +1,161 @@
+"""The serving client: a feature service's (or a view's) features for many entities in one round trip.
+
+It needs only Redis: each version's metadata carries the schema, so the client decodes values without
+the catalog, exactly as a reader in another language would (docs/online-key-spec.md). It caches the
+serving version of each view and validates the cache in the same MGET that reads the data: the pointer
+keys come first, and if one moved the read is repeated once with the new versions. Every row of a read
+comes from one complete version of each view.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import msgpack
+import numpy as np
+import redis
+
+from feature_pipelines.catalog import Catalog
+from feature_pipelines.online_store import (
+    OnlineSchema,
+    OnlineStoreError,
+    VersionMeta,
+    connect,
+    control_key,
+    namespace_for,
+)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class _Served:
+    version: int
+    schema: OnlineSchema
+    prefix: str
+    converters: list[Any]
+
+
+def _converter(dtype: str):
+    if dtype.startswith("Datetime"):
+        return lambda v: None if v is None else _EPOCH + timedelta(microseconds=v)
+    if dtype == "Date":
+        return lambda v: None if v is None else date(1970, 1, 1) + timedelta(days=v)
+    if dtype.startswith(("List(Float32", "Array(Float32")):
+        return lambda v: None if v is None else np.frombuffer(v, dtype="<f4").tolist()
+    return None
+
+
+class OnlineClient:
+    """Reads features from Redis. `catalog` is only needed to resolve feature services by name."""
+
+    def __init__(self, url_or_client: str | redis.Redis, catalog: Catalog | None = None) -> None:
+        self.r = connect(url_or_client) if isinstance(url_or_client, str) else url_or_client
+        self.url = url_or_client if isinstance(url_or_client, str) else repr(url_or_client)
+        self.catalog = catalog
+        self._served: dict[str, _Served] = {}
+        self._cluster = not hasattr(self.r, "connection_pool") or type(self.r).__name__ == "RedisCluster"
+
+    # -- public API ---------------------------------------------------------------------------------
+    def get_view(self, view: str, ids: Sequence[Any], namespace: str | None = None) -> list[dict[str, Any]]:
+        """One dict per id (in order), features by name; all None for unknown or expired ids."""
+        ns = namespace or self._namespace(view)
+        return self._read([(view, ns, list(ids), None)], len(ids))
+
+    def get_service(self, service: str, entities: dict[str, Sequence[Any]]) -> list[dict[str, Any]]:
+        """Features of a feature service for aligned entity rows, e.g. `{"customer_id": [...]}`."""
+        if self.catalog is None:
+            raise ValueError("resolving a feature service needs the catalog: OnlineClient(url, catalog)")
+        refs = self.catalog.resolve_service(service)
+        lengths = {len(v) for v in entities.values()}
+        if len(lengths) != 1:
+            raise ValueError(f"entity columns must have the same length, got { {k: len(v) for k, v in entities.items()} }")
+        n = lengths.pop()
+        wanted: dict[str, list[str]] = {}
+        for ref in refs:
+            wanted.setdefault(ref.view.name, []).append(ref.feature)
+        reads = []
+        for view_name, feats in wanted.items():
+            view = self.catalog.views[view_name]
+            key = self.catalog.entity_of(view).join_key
+            if key not in entities:
+                raise ValueError(f"feature service {service!r} needs {key!r} ids (for view {view_name!r})")
+            reads.append((view_name, namespace_for(view.sensitivity), list(entities[key]), feats))
+        return self._read(reads, n)
+
+    # -- internals ----------------------------------------------------------------------------------
+    def _namespace(self, view: str) -> str:
+        if self.catalog is not None and view in self.catalog.views:
+            return namespace_for(self.catalog.views[view].sensitivity)
+        for ns in ("fs", "fss"):
+            if self.r.exists(control_key(ns, view, "current")):
+                return ns
+        raise OnlineStoreError(f"view {view!r} has no serving version in Redis at {self.url}")
+
+    def _refresh(self, view: str, ns: str) -> _Served:
+        current = self.r.get(control_key(ns, view, "current"))
+        if current is None:
+            raise OnlineStoreError(f"view {view!r} has no serving version in Redis at {self.url}")
+        raw = self.r.hget(control_key(ns, view, "versions"), current)
+        if raw is None:
+            raise OnlineStoreError(f"view {view!r}: serving version {current.decode()} has no metadata")
+        meta = VersionMeta.from_json(raw)
+        served = _Served(
+            version=meta.version,
+            schema=meta.schema,
+            prefix=f"{ns}:{view}:{meta.version}:{{",
+            converters=[_converter(d) for d in meta.schema.dtypes],
+        )
+        self._served[view] = served
+        return served
+
+    def _read(self, reads: list[tuple[str, str, list[Any], list[str] | None]], n: int) -> list[dict[str, Any]]:
+        try:
+            for _attempt in range(3):
+                served = [self._served.get(v) or self._refresh(v, ns) for v, ns, _, _ in reads]
+                pointers = [control_key(ns, v, "current") for v, ns, _, _ in reads]
+                keys = [f"{s.prefix}{i}}}" for s, (_, _, ids, _) in zip(served, reads, strict=True) for i in ids]
+                if self._cluster:
+                    values = self.r.mget_nonatomic(pointers + keys)
+                else:
+                    values = self.r.execute_command("MGET", *pointers, *keys)
+                stale = [
+                    v for (v, _, _, _), s, p in zip(reads, served, values, strict=False) if p is None or int(p) != s.version
+                ]
+                if not stale:
+                    return self._decode(reads, served, values[len(pointers) :], n)
+                for view in stale:
+                    self._served.pop(view, None)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise OnlineStoreError(f"cannot reach Redis at {self.url}: {exc}") from exc
+        raise OnlineStoreError("serving versions kept changing during the read; retry")
+
+    @staticmethod
+    def _decode(reads, served: list[_Served], values: list[bytes | None], n: int) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = [{} for _ in range(n)]
+        pos = 0
+        unpack = msgpack.unpackb
+        for (_view, _ns, _ids, wanted), s in zip(reads, served, strict=True):
+            names = s.schema.features
+            convs = s.converters
+            pick = None if wanted is None else [names.index(f) for f in wanted]
+            out_names = names if pick is None else wanted
+            needs_conv = any(c is not None for c in convs)
+            for i in range(n):
+                blob = values[pos + i]
+                row = rows[i]
+                if blob is None:
+                    row.update(dict.fromkeys(out_names))
+                    continue
+                vals = unpack(blob)
+                if needs_conv:
+                    vals = [c(v) if c is not None else v for c, v in zip(convs, vals, strict=True)]
+                if pick is None:
+                    row.update(zip(names, vals, strict=True))
+                else:
+                    row.update({f: vals[j] for f, j in zip(wanted, pick, strict=True)})
+            pos += n
+        return rows
