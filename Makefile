@@ -1,0 +1,39 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+
+.PHONY: install demo test ui bench lint format clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install  ## the main job end to end on the real data, then a summary
+	@mkdir -p $(DAGSTER_HOME)
+	$(BIN)/fstore demo
+
+test: install  ## the whole suite against real Redis, PostgreSQL, Delta files and GE
+	$(BIN)/pytest -q
+
+ui: install  ## the Dagster UI (webserver + daemon) on the demo's SQLite instance
+	@mkdir -p $(DAGSTER_HOME)
+	$(BIN)/dagster dev -w workspace.yaml
+
+bench: install  ## benchmarks with their baselines; writes bench/results/latest.json and bench/RESULTS.md
+	$(BIN)/python -m bench.run
+
+lint: install
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
+
+clean:
+	rm -rf lake .dagster_home

@@ -1,0 +1,152 @@
+"""`fstore`: the command line of the feature store."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import date, datetime
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="Feature store for personalization engines (Dagster, polars, Delta Lake, Redis).",
+                  no_args_is_help=True, add_completion=False)
+console = Console()
+
+
+def _catalog():
+    from feature_pipelines.catalog import CatalogError, load_catalog
+
+    try:
+        return load_catalog()
+    except CatalogError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    raise TypeError(f"cannot serialize {type(value).__name__}")
+
+
+def _parse_id(raw: str) -> Any:
+    try:
+        return int(raw)
+    except ValueError:
+        return raw
+
+
+@app.command()
+def demo(
+    first: Annotated[str | None, typer.Option(help="first partition (YYYY-MM-DD); default: the data's first")] = None,
+    last: Annotated[str | None, typer.Option(help="last partition; default: the data's last")] = None,
+) -> None:
+    """Run the main job end to end (ingest, features + GE gate, online push) and print a summary."""
+    from feature_pipelines.demo import demo as run_demo
+
+    ok = run_demo(console, first, last)
+    raise typer.Exit(0 if ok else 1)
+
+
+@app.command()
+def validate() -> None:
+    """Load and validate the catalog in feature_defs/."""
+    catalog = _catalog()
+    console.print(
+        f"catalog OK: {len(catalog.entities)} entities, {len(catalog.sources)} sources, "
+        f"{len(catalog.views)} feature views, {len(catalog.services)} feature services"
+    )
+
+
+@app.command()
+def get(
+    service: Annotated[str, typer.Argument(help="feature service (or feature view with --view)")],
+    ids: Annotated[list[str], typer.Argument(help="entity ids; `join_key=id` when the service has several")],
+    view: Annotated[bool, typer.Option("--view", help="SERVICE names a feature view")] = False,
+) -> None:
+    """Print the online features of entities as JSON, one object per id."""
+    from feature_pipelines.online_store import OnlineStoreError
+    from feature_pipelines.serving import OnlineClient
+    from feature_pipelines.settings import Settings
+
+    catalog = _catalog()
+    settings = Settings()
+    try:
+        client = OnlineClient(settings.redis_url, catalog)
+        if view:
+            rows = client.get_view(service, [_parse_id(i) for i in ids])
+        else:
+            rows = client.get_service(service, _entity_columns(catalog, service, ids))
+    except (OnlineStoreError, KeyError, ValueError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    sys.stdout.write(json.dumps(rows, default=_json_default, indent=2) + "\n")
+
+
+def _entity_columns(catalog, service: str, ids: list[str]) -> dict[str, list[Any]]:
+    keys = []
+    for ref in catalog.resolve_service(service):
+        key = catalog.entity_of(ref.view).join_key
+        if key not in keys:
+            keys.append(key)
+    if all("=" not in i for i in ids):
+        if len(keys) != 1:
+            raise ValueError(f"service {service!r} needs ids for {keys}: pass them as key=id, e.g. {keys[0]}=1")
+        return {keys[0]: [_parse_id(i) for i in ids]}
+    columns: dict[str, list[Any]] = {k: [] for k in keys}
+    for item in ids:
+        parts = dict(p.split("=", 1) for p in item.split(","))
+        for k in keys:
+            columns[k].append(_parse_id(parts[k]) if k in parts else None)
+    return columns
+
+
+@app.command()
+def versions(view: Annotated[str, typer.Argument(help="online feature view")]) -> None:
+    """List the kept online versions of a view and which one serves."""
+    from feature_pipelines.online_store import OnlineStore, connect, namespace_for
+    from feature_pipelines.settings import Settings
+
+    catalog = _catalog()
+    spec = catalog.views[view]
+    store = OnlineStore(connect(Settings().redis_url))
+    ns = namespace_for(spec.sensitivity)
+    serving = store.serving_version(ns, view)
+    table = Table(title=f"online versions of {view}")
+    for col in ("version", "serving", "partition", "rows", "status", "Delta version", "run", "written"):
+        table.add_column(col)
+    for number, meta in store.versions(ns, view).items():
+        table.add_row(
+            str(number), "*" if number == serving else "", meta.partition, str(meta.rows), meta.status,
+            str(meta.delta_version), meta.run_id[:8], datetime.fromtimestamp(meta.written_at).isoformat(timespec="seconds"),
+        )
+    console.print(table)
+
+
+@app.command()
+def rollback(
+    view: Annotated[str, typer.Argument(help="online feature view")],
+    to: Annotated[int | None, typer.Option(help="version to serve; default: the previous one")] = None,
+) -> None:
+    """Serve an older online version of a view, instantly (one pointer flip)."""
+    from feature_pipelines.online_store import OnlineStore, OnlineStoreError, connect, namespace_for
+    from feature_pipelines.settings import Settings
+
+    catalog = _catalog()
+    if view not in catalog.views:
+        console.print(f"[red]unknown feature view {view!r}; known: {sorted(catalog.views)}[/red]")
+        raise typer.Exit(2)
+    store = OnlineStore(connect(Settings().redis_url))
+    try:
+        before, after = store.rollback(namespace_for(catalog.views[view].sensitivity), view, to)
+    except OnlineStoreError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    console.print(f"{view}: serving version {after} (was {before})")
+
+
+if __name__ == "__main__":
+    app()
