@@ -7,7 +7,6 @@ one run over the whole chain (pitfall P7) instead of one run per day. A feature 
 *before* it is written: a failed check commits nothing and stops the push (write-audit-publish, P3).
 """
 
-
 from datetime import date, timedelta
 from functools import cache
 
@@ -131,9 +130,7 @@ def build_feature_asset(view: FeatureView, catalog: Catalog) -> dg.AssetsDefinit
             "expectations": report.evaluated,
             "failed": len(report.failures),
             "partitions": f"{days[0]}..{days[-1]}",
-            "failures": dg.MetadataValue.md(
-                "\n".join(f"- [{f.severity}] {f}" for f in report.failures) or "none"
-            ),
+            "failures": dg.MetadataValue.md("\n".join(f"- [{f.severity}] {f}" for f in report.failures) or "none"),
         }
         if not report.passed:
             yield dg.AssetCheckResult(check_name=GX_CHECK, passed=False, metadata=check_meta)
@@ -212,7 +209,7 @@ def build_online_asset(view: FeatureView, catalog: Catalog) -> dg.AssetsDefiniti
             partition=newest,
             delta_table=uri,
             delta_version=version,
-            run_id=context.run_id,
+            run_id=context.run.run_id,
             definition_hash=view.definition_hash(),
         )
         context.log.info(

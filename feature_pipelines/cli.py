@@ -11,8 +11,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(help="Feature store for personalization engines (Dagster, polars, Delta Lake, Redis).",
-                  no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="Feature store for personalization engines (Dagster, polars, Delta Lake, Redis).",
+    no_args_is_help=True,
+    add_completion=False,
+)
 console = Console()
 
 
@@ -120,8 +123,14 @@ def versions(view: Annotated[str, typer.Argument(help="online feature view")]) -
         table.add_column(col)
     for number, meta in store.versions(ns, view).items():
         table.add_row(
-            str(number), "*" if number == serving else "", meta.partition, str(meta.rows), meta.status,
-            str(meta.delta_version), meta.run_id[:8], datetime.fromtimestamp(meta.written_at).isoformat(timespec="seconds"),
+            str(number),
+            "*" if number == serving else "",
+            meta.partition,
+            str(meta.rows),
+            meta.status,
+            str(meta.delta_version),
+            meta.run_id[:8],
+            datetime.fromtimestamp(meta.written_at).isoformat(timespec="seconds"),
         )
     console.print(table)
 

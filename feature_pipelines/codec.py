@@ -263,7 +263,10 @@ def _encode_str_list(s: pl.Series) -> _Column:
         ok = ~null
         small = ok & (counts < 16)
         buf[starts[small]] = (0x90 | counts[small]).astype(np.uint8)
-        for head, mask, fmt in ((0xDC, ok & (counts >= 16) & (counts < 65536), ">u2"), (0xDD, ok & (counts >= 65536), ">u4")):
+        for head, mask, fmt in (
+            (0xDC, ok & (counts >= 16) & (counts < 65536), ">u2"),
+            (0xDD, ok & (counts >= 65536), ">u4"),
+        ):
             buf[starts[mask]] = head
             _put(buf, starts[mask] + 1, counts[mask].astype(fmt))
         # Each element starts after its row's array header and the elements before it in that row.

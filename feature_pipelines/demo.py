@@ -41,9 +41,7 @@ def run_main_job(
     first, last = first or keys[0], last or keys[-1]
     job = defs.resolve_job_def(MAIN_JOB)
     started = time.perf_counter()
-    result = job.execute_in_process(
-        instance=instance, tags={RANGE_START: first, RANGE_END: last}, raise_on_error=False
-    )
+    result = job.execute_in_process(instance=instance, tags={RANGE_START: first, RANGE_END: last}, raise_on_error=False)
     return RunOutcome(result.success, result.run_id, time.perf_counter() - started, first, last)
 
 
@@ -82,7 +80,11 @@ def summary(catalog: Catalog, settings: Settings, instance: dg.DagsterInstance, 
             online.add_row(view.name, "-", "-", "-", "-", "-")
             continue
         online.add_row(
-            view.name, str(meta.version), meta.partition, str(meta.rows), str(meta.schema.ttl_seconds),
+            view.name,
+            str(meta.version),
+            meta.partition,
+            str(meta.rows),
+            str(meta.schema.ttl_seconds),
             str(meta.delta_version),
         )
     console.print(online)
@@ -94,8 +96,10 @@ def summary(catalog: Catalog, settings: Settings, instance: dg.DagsterInstance, 
         some_user = users.filter(pl.col("partition_date") == newest).select("customer_id").head(1).collect().item()
         client = OnlineClient(settings.redis_url, catalog)
         row = client.get_service(service, {"customer_id": [some_user, -1], "stock_code": ["85123A", "NOPE"]})
-        console.print(f"[bold]Sample lookup[/bold] get_service({service!r}, customer_id=[{some_user}, -1], "
-                      f"stock_code=['85123A', 'NOPE']):")
+        console.print(
+            f"[bold]Sample lookup[/bold] get_service({service!r}, customer_id=[{some_user}, -1], "
+            f"stock_code=['85123A', 'NOPE']):"
+        )
         console.print(row)
 
 
@@ -134,6 +138,3 @@ def demo(console: Console, first: str | None = None, last: str | None = None) ->
             )
             summary(catalog, settings, instance, console)
     return outcome.success
-
-
-

@@ -1,6 +1,5 @@
 """Dagster resources: where the lake is and which Redis serves, bound once in `definitions.py`."""
 
-
 from pathlib import Path
 
 import dagster as dg

@@ -72,7 +72,9 @@ class OnlineClient:
         refs = self.catalog.resolve_service(service)
         lengths = {len(v) for v in entities.values()}
         if len(lengths) != 1:
-            raise ValueError(f"entity columns must have the same length, got { {k: len(v) for k, v in entities.items()} }")
+            raise ValueError(
+                f"entity columns must have the same length, got { {k: len(v) for k, v in entities.items()} }"
+            )
         n = lengths.pop()
         wanted: dict[str, list[str]] = {}
         for ref in refs:
@@ -123,7 +125,9 @@ class OnlineClient:
                 else:
                     values = self.r.execute_command("MGET", *pointers, *keys)
                 stale = [
-                    v for (v, _, _, _), s, p in zip(reads, served, values, strict=False) if p is None or int(p) != s.version
+                    v
+                    for (v, _, _, _), s, p in zip(reads, served, values, strict=False)
+                    if p is None or int(p) != s.version
                 ]
                 if not stale:
                     return self._decode(reads, served, values[len(pointers) :], n)

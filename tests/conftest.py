@@ -23,17 +23,24 @@ REAL_DATA = ROOT / "feature_defs" / "data" / "online_retail.parquet"
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> str:
+def redis_server_url() -> str:
     if not answers(TEST_REDIS_URL):
         pytest.fail(f"tests need a Redis at {TEST_REDIS_URL} (set FS_TEST_REDIS_URL); .ci/run starts one")
     return TEST_REDIS_URL
 
 
 @pytest.fixture
-def r(redis_url: str) -> redis.Redis:
-    """The test database of the real Redis, emptied before each test."""
-    client = redis.Redis.from_url(redis_url)
+def redis_url(redis_server_url: str) -> str:
+    """The test database of the real Redis, emptied before each test that uses it."""
+    client = redis.Redis.from_url(redis_server_url)
     client.flushdb()
+    client.close()
+    return redis_server_url
+
+
+@pytest.fixture
+def r(redis_url: str) -> redis.Redis:
+    client = redis.Redis.from_url(redis_url)
     yield client
     client.close()
 
@@ -55,7 +62,7 @@ def pg_instance(tmp_path_factory) -> dg.DagsterInstance:
 
 
 @pytest.fixture
-def store_resource(tmp_path: Path, redis_url: str, r) -> FeatureStoreResource:
+def store_resource(tmp_path: Path, redis_url: str) -> FeatureStoreResource:
     return FeatureStoreResource(lake_dir=str(tmp_path / "lake"), redis_url=redis_url, versions_kept=3)
 
 

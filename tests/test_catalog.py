@@ -10,7 +10,7 @@ import pytest
 
 from feature_pipelines.catalog import CatalogError, load_catalog
 
-HEADER = '''
+HEADER = """
 from datetime import date, timedelta
 import polars as pl
 from feature_pipelines.spec import BatchSource, Entity, Feature, FeatureService, FeatureView
@@ -22,13 +22,13 @@ clicks = BatchSource(name="clicks", location="clicks.parquet", format="parquet",
 
 def per_user(events, ctx):
     return events.group_by("user_id").agg(pl.col("n").sum().alias("clicks"))
-'''
+"""
 
-GOOD_VIEW = '''
+GOOD_VIEW = """
 view = FeatureView(name="user_clicks", entity=user, source=clicks, owner="team:ml", description="Clicks",
                    features=(Feature(name="clicks", dtype=pl.Int64, description="Clicks in the window"),),
                    transformation=per_user, windows=(timedelta(days=7),))
-'''
+"""
 
 
 def write_package(tmp_path: Path, **modules: str) -> tuple[str, Path]:
@@ -79,20 +79,24 @@ def test_unknown_entity_and_source(tmp_path):
 
 def test_feature_not_produced_by_the_transformation(tmp_path):
     body = HEADER + GOOD_VIEW.replace(
-        '),),', '), Feature(name="purchases", dtype=pl.Int64, description="Purchases"),),'
+        "),),", '), Feature(name="purchases", dtype=pl.Int64, description="Purchases"),),'
     )
     problems = problems_of(tmp_path, views=body)
     assert any("declared feature 'purchases' is not produced" in p and "views.py:" in p for p in problems)
 
 
 def test_feature_produced_with_another_dtype(tmp_path):
-    body = HEADER + GOOD_VIEW.replace('dtype=pl.Int64, description="Clicks in', 'dtype=pl.Float64, description="Clicks in')
+    body = HEADER + GOOD_VIEW.replace(
+        'dtype=pl.Int64, description="Clicks in', 'dtype=pl.Float64, description="Clicks in'
+    )
     problems = problems_of(tmp_path, views=body)
     assert any("'clicks' is declared Float64 but the transformation produces Int64" in p for p in problems)
 
 
 def test_missing_owner_and_description(tmp_path):
-    body = HEADER + GOOD_VIEW.replace('owner="team:ml"', 'owner=""').replace('description="Clicks in the window"', 'description=""')
+    body = HEADER + GOOD_VIEW.replace('owner="team:ml"', 'owner=""').replace(
+        'description="Clicks in the window"', 'description=""'
+    )
     problems = problems_of(tmp_path, views=body)
     assert any("missing owner" in p and "'user_clicks'" in p for p in problems)
     assert any("feature user_clicks:clicks has no description" in p and "views.py:" in p for p in problems)
@@ -114,9 +118,13 @@ def test_invalid_ttl(tmp_path, ttl, message):
 
 
 def test_service_referencing_unknown_feature(tmp_path):
-    body = HEADER + GOOD_VIEW + '''
+    body = (
+        HEADER
+        + GOOD_VIEW
+        + """
 svc = FeatureService(name="ranker", features=("user_clicks:nope",), owner="team:ml", description="A model")
-'''
+"""
+    )
     problems = problems_of(tmp_path, views=body)
     assert any("FeatureService 'ranker'" in p and "no feature 'nope'" in p for p in problems)
 

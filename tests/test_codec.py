@@ -31,8 +31,28 @@ def _reference(frame: pl.DataFrame) -> list[bytes]:
 def test_every_integer_width_and_type_matches_msgpack():
     rng = np.random.default_rng(7)
     n = 3000
-    edges = [0, 127, 128, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**63 - 1, -1, -32, -33, -128, -129,
-             -32768, -32769, -(2**31), -(2**31) - 1, -(2**63)]
+    edges = [
+        0,
+        127,
+        128,
+        255,
+        256,
+        65535,
+        65536,
+        2**32 - 1,
+        2**32,
+        2**63 - 1,
+        -1,
+        -32,
+        -33,
+        -128,
+        -129,
+        -32768,
+        -32769,
+        -(2**31),
+        -(2**31) - 1,
+        -(2**63),
+    ]
     ints = np.concatenate([np.array(edges, dtype=np.int64), rng.integers(-(2**62), 2**62, n - len(edges))])
     frame = pl.DataFrame(
         {
@@ -42,8 +62,12 @@ def test_every_integer_width_and_type_matches_msgpack():
             "s": [None if k % 5 == 0 else "é✓x" * int(k % 40) + "y" * int(k % 300) for k in range(n)],
             "ts": [datetime(2011, 1, 1, tzinfo=UTC) + timedelta(seconds=k * 977) if k % 9 else None for k in range(n)],
             "day": [datetime(2011, 1, 1).date() + timedelta(days=k) for k in range(n)],
-            "vec": pl.Series([[float(k), -1.5, 2.25][: k % 4] if k % 6 else None for k in range(n)], dtype=pl.List(pl.Float32)),
-            "tags": pl.Series([["a", "bé", None, "d" * 40][: k % 5] if k % 8 else None for k in range(n)], dtype=pl.List(pl.String)),
+            "vec": pl.Series(
+                [[float(k), -1.5, 2.25][: k % 4] if k % 6 else None for k in range(n)], dtype=pl.List(pl.Float32)
+            ),
+            "tags": pl.Series(
+                [["a", "bé", None, "d" * 40][: k % 5] if k % 8 else None for k in range(n)], dtype=pl.List(pl.String)
+            ),
         }
     )
     buf, offsets = encode_rows(frame, frame.columns)

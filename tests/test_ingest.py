@@ -52,12 +52,17 @@ def test_unparseable_timestamp_in_csv(tmp_path, catalog):
     path = tmp_path / "retail.csv"
     frame = real_data("2011-01-04", "2011-01-05").with_columns(pl.col("InvoiceDate").dt.strftime("%Y-%m-%d %H:%M:%S"))
     frame = frame.with_columns(
-        pl.when(pl.int_range(pl.len()) < 2).then(pl.lit("yesterday")).otherwise(pl.col("InvoiceDate")).alias("InvoiceDate")
+        pl.when(pl.int_range(pl.len()) < 2)
+        .then(pl.lit("yesterday"))
+        .otherwise(pl.col("InvoiceDate"))
+        .alias("InvoiceDate")
     )
     frame.write_csv(path)
     csv_catalog = with_source_file(catalog, path)
     source = dataclasses.replace(csv_catalog.sources["online_retail"], format="csv")
-    with pytest.raises(SourceError, match=r"retail\.csv: column 'InvoiceDate': 2 of \d+ rows cannot be parsed as a timestamp"):
+    with pytest.raises(
+        SourceError, match=r"retail\.csv: column 'InvoiceDate': 2 of \d+ rows cannot be parsed as a timestamp"
+    ):
         read_source(source, csv_catalog.base_dir)
 
 
@@ -92,7 +97,11 @@ def test_failed_ingest_commits_nothing(tmp_path, catalog, store_resource, pg_ins
     bad_catalog = with_source_file(catalog, bad)
     asset = build_source_asset(bad_catalog.sources["online_retail"], bad_catalog)
     result = dg.materialize(
-        [asset], instance=pg_instance, partition_key="2011-01-04", resources={"store": store_resource}, raise_on_error=False
+        [asset],
+        instance=pg_instance,
+        partition_key="2011-01-04",
+        resources={"store": store_resource},
+        raise_on_error=False,
     )
     assert not result.success
     error = result.get_step_failure_events()[0].event_specific_data.error
