@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+export FS_LAKE_DIR ?= $(CURDIR)/lake
 
 .PHONY: install demo test ui bench lint format clean
 
@@ -22,9 +23,11 @@ demo: install  ## the main job end to end on the real data, then a summary
 test: install  ## the whole suite against real Redis, PostgreSQL, Delta files and GE
 	$(BIN)/pytest -q
 
-ui: install  ## the Dagster UI (webserver + daemon) on the demo's SQLite instance
-	@mkdir -p $(DAGSTER_HOME)
-	$(BIN)/dagster dev -w workspace.yaml
+# Started from inside DAGSTER_HOME so the production dagster.yaml at the root is not picked up (and not warned
+# about). The one warning filtered on purpose: Dagster 1.13 marks `dagster dev` as superseded by `dg dev`.
+ui: install  ## the Dagster UI (webserver + daemon) on the demo's SQLite instance, http://127.0.0.1:3000
+	cd $(DAGSTER_HOME) && PYTHONWARNINGS="ignore:Function \`dev_command\` is superseded" \
+		$(CURDIR)/$(BIN)/dagster dev -w $(CURDIR)/workspace.yaml -h 127.0.0.1 -p 3000
 
 bench: install  ## benchmarks with their baselines; writes bench/results/latest.json and bench/RESULTS.md
 	$(BIN)/python -m bench.run
