@@ -197,15 +197,12 @@ def build_online_asset(view: FeatureView, catalog: Catalog) -> dg.AssetsDefiniti
         newest = _days(context)[-1].isoformat()
         uri = store.settings.feature_table(view.name)
         version = offline_store.table_version(uri)
-        frame = (
-            offline_store.scan(uri, version)
-            .filter(pl.col(PARTITION_DATE) == newest)
-            .select(column_order(view, catalog))
-            .collect()
+        batches = offline_store.iter_partition(
+            uri, PARTITION_DATE, newest, [catalog.entity_of(view).join_key, *view.feature_names], version
         )
         result = store.online_store().push(
             schema,
-            [frame.slice(i, 100_000) for i in range(0, max(frame.height, 1), 100_000)],
+            batches,
             partition=newest,
             delta_table=uri,
             delta_version=version,

@@ -6,6 +6,7 @@ partition never duplicates rows nor touches its neighbours, and a write either c
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 
@@ -56,3 +57,16 @@ def read_partitions(
 ) -> pl.DataFrame:
     """Rows of partitions `first..last`; the partition filter prunes files before any is read."""
     return scan(uri, version).filter(pl.col(column).is_between(pl.lit(str(first)), pl.lit(str(last)))).collect()
+
+
+def iter_partition(
+    uri: str, column: str, value: str, columns: list[str], version: int | None = None, batch_rows: int = 100_000
+) -> Iterator[pl.DataFrame]:
+    """Stream one partition's rows in batches: memory stays bounded by the batch, not the table."""
+    import pyarrow.dataset as ds
+
+    table = DeltaTable(uri, version=version) if version is not None else DeltaTable(uri)
+    dataset = table.to_pyarrow_dataset(file_pruning_predicate=[(column, "=", value)], as_large_types=True)
+    for batch in dataset.to_batches(columns=columns, batch_size=batch_rows, filter=ds.field(column) == value):
+        if batch.num_rows:
+            yield pl.from_arrow(batch)  # type: ignore[misc]
