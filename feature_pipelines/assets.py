@@ -15,7 +15,7 @@ import polars as pl
 
 from feature_pipelines import ingest, offline_store, quality
 from feature_pipelines.catalog import Catalog
-from feature_pipelines.compute import column_order, compute_partitions, raw_range_for
+from feature_pipelines.compute import compute_partitions, raw_range_for
 from feature_pipelines.online_store import OnlineSchema, namespace_for
 from feature_pipelines.resources import FeatureStoreResource
 from feature_pipelines.spec import EVENT_DATE, PARTITION_DATE, BatchSource, FeatureView

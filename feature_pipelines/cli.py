@@ -86,7 +86,7 @@ def get(
     except (OnlineStoreError, KeyError, ValueError) as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
-    sys.stdout.write(json.dumps(rows, default=_json_default, indent=2) + "\n")
+    sys.stdout.write(json.dumps([row.to_dict() for row in rows], default=_json_default, indent=2) + "\n")
 
 
 def _entity_columns(catalog, service: str, ids: list[str]) -> dict[str, list[Any]]:

@@ -31,28 +31,83 @@ class _Column:
 def encode_rows(frame: pl.DataFrame, columns: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Encode each row of `frame[columns]` as a msgpack array. Returns `(buffer, offsets)`:
     row i is `buffer[offsets[i]:offsets[i + 1]]`."""
+    row_len, write = _plan_rows(frame, columns)
+    offsets = np.zeros(frame.height + 1, dtype=np.int64)
+    np.cumsum(row_len, out=offsets[1:])
+    buf = np.empty(int(offsets[-1]), dtype=np.uint8)
+    write(buf, offsets[:-1].copy())
+    return buf, offsets
+
+
+def encode_set_commands(keys: pl.Series, frame: pl.DataFrame, columns: list[str], ttl_ms: int) -> bytes:
+    """The Redis protocol (RESP) of `SET key value [PX ttl]` for every row, built in one buffer.
+
+    The value of row i is the msgpack array of `frame[columns]` row i. Building the commands in bulk lets
+    the writer stream them to Redis with one `sendall` per batch, with no Python object per row."""
+    n = frame.height
+    val_len, write_values = _plan_rows(frame, columns)
+    key_len, key_data = _utf8(keys)
+    tail = f"\r\n$2\r\nPX\r\n${len(str(ttl_ms))}\r\n{ttl_ms}\r\n" if ttl_ms else "\r\n"
+    head = b"*5\r\n$3\r\nSET\r\n$" if ttl_ms else b"*3\r\n$3\r\nSET\r\n$"
+    klen_digits = _decimal(key_len)
+    vlen_digits = _decimal(val_len)
+    # Row layout: head, len(key), CRLF, key, CRLF $, len(value), CRLF, value, tail.
+    parts: list[tuple[np.ndarray, np.ndarray]] = [
+        _constant(head, n),
+        klen_digits,
+        _constant(b"\r\n", n),
+        (key_len, key_data),
+        _constant(b"\r\n$", n),
+        vlen_digits,
+        _constant(b"\r\n", n),
+    ]
+    prefix_len = sum(lengths for lengths, _ in parts)
+    tail_bytes = tail.encode()
+    row_len = prefix_len + val_len + len(tail_bytes)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(row_len, out=offsets[1:])
+    buf = np.empty(int(offsets[-1]), dtype=np.uint8)
+    at = offsets[:-1].copy()
+    for lengths, data in parts:
+        _copy_payload(buf, at, data, lengths)
+        at += lengths
+    write_values(buf, at.copy())
+    at += val_len
+    buf[at[:, None] + np.arange(len(tail_bytes))] = np.frombuffer(tail_bytes, dtype=np.uint8)
+    return buf.tobytes()
+
+
+def _constant(chunk: bytes, n: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.full(n, len(chunk), dtype=np.int64), np.tile(np.frombuffer(chunk, dtype=np.uint8), n)
+
+
+def _decimal(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ASCII decimal digits of non-negative integers: (length per value, concatenated digits)."""
+    return _utf8(pl.Series(values).cast(pl.String))
+
+
+def _plan_rows(frame: pl.DataFrame, columns: list[str]):
+    """Length of each row's msgpack array, and a writer that fills it in at given start offsets."""
     n = frame.height
     n_cols = len(columns)
-    header = np.uint8(0x90 | n_cols) if n_cols < 16 else None
     header_len = 1 if n_cols < 16 else 3
     encoded = [_encode_column(frame[c]) for c in columns]
     row_len = np.full(n, header_len, dtype=np.int64)
     for col in encoded:
         row_len += col.lengths
-    offsets = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(row_len, out=offsets[1:])
-    buf = np.empty(int(offsets[-1]), dtype=np.uint8)
-    starts = offsets[:-1].copy()
-    if header is not None:
-        buf[starts] = header
-    else:
-        buf[starts] = 0xDC
-        _put(buf, starts + 1, np.full(n, n_cols, dtype=">u2"))
-    starts += header_len
-    for col in encoded:
-        col.write(buf, starts)
-        starts += col.lengths
-    return buf, offsets
+
+    def write(buf: np.ndarray, starts: np.ndarray) -> None:
+        if n_cols < 16:
+            buf[starts] = np.uint8(0x90 | n_cols)
+        else:
+            buf[starts] = 0xDC
+            _put(buf, starts + 1, np.full(n, n_cols, dtype=">u2"))
+        starts += header_len
+        for col in encoded:
+            col.write(buf, starts)
+            starts += col.lengths
+
+    return row_len, write
 
 
 def split(buf: np.ndarray, offsets: np.ndarray) -> list[bytes]:

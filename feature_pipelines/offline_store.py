@@ -62,11 +62,9 @@ def read_partitions(
 def iter_partition(
     uri: str, column: str, value: str, columns: list[str], version: int | None = None, batch_rows: int = 100_000
 ) -> Iterator[pl.DataFrame]:
-    """Stream one partition's rows in batches: memory stays bounded by the batch, not the table."""
-    import pyarrow.dataset as ds
-
-    table = DeltaTable(uri, version=version) if version is not None else DeltaTable(uri)
-    dataset = table.to_pyarrow_dataset(file_pruning_predicate=[(column, "=", value)], as_large_types=True)
-    for batch in dataset.to_batches(columns=columns, batch_size=batch_rows, filter=ds.field(column) == value):
-        if batch.num_rows:
-            yield pl.from_arrow(batch)  # type: ignore[misc]
+    """Stream one partition's rows in batches (polars streaming engine): memory stays bounded by the
+    batch, not the table."""
+    lazy = scan(uri, version).filter(pl.col(column) == value).select(columns)
+    for batch in lazy.collect_batches(chunk_size=batch_rows):
+        if batch.height:
+            yield batch

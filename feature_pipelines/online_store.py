@@ -19,6 +19,8 @@ the Delta partition it was written from.
 from __future__ import annotations
 
 import json
+import queue
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -31,17 +33,9 @@ from redis.cluster import RedisCluster
 from feature_pipelines import codec
 
 CHUNK = 1000
-"""Keys per write command: large enough to amortize round trips, small enough to keep Redis responsive."""
-
-# Write a chunk of keys with one expiry; one command per chunk instead of one per key.
-_SET_MANY = """
-local ttl = tonumber(ARGV[1])
-for i = 1, #KEYS do
-  if ttl > 0 then redis.call('SET', KEYS[i], ARGV[i + 1], 'PX', ttl)
-  else redis.call('SET', KEYS[i], ARGV[i + 1]) end
-end
-return #KEYS
-"""
+"""Keys per UNLINK when a version is removed."""
+BATCH = 25_000
+"""Rows encoded into one buffer of SET commands; one buffer is sent while the next one is encoded."""
 
 # Flip the serving pointer, unless the candidate describes an older partition than the one serving
 # (a backfill must never send serving back in time). KEYS: current, versions. ARGV: version, force.
@@ -152,7 +146,6 @@ class OnlineStore:
         self.r = client
         self.versions_kept = versions_kept
         self.cluster = isinstance(client, RedisCluster)
-        self._set_many = client.register_script(_SET_MANY)
         self._promote = client.register_script(_PROMOTE)
 
     # -- reading metadata ---------------------------------------------------------------------------
@@ -203,8 +196,7 @@ class OnlineStore:
         # Recorded before the first key so that a crashed push can still be found and removed.
         self.r.hset(versions_key, str(version), meta.to_json())
         ttl_ms = (schema.ttl_seconds or 0) * 1000
-        for batch in batches:
-            meta.rows += self._write_batch(ns, view, version, schema, batch, ttl_ms)
+        meta.rows = self._write_batches(ns, view, version, schema, batches, ttl_ms)
         meta.status = "written"
         meta.written_at = time.time()
         self.r.hset(versions_key, str(version), meta.to_json())
@@ -222,60 +214,25 @@ class OnlineStore:
             removed_versions=removed,
         )
 
-    def _write_batch(
-        self, ns: str, view: str, version: int, schema: OnlineSchema, batch: pl.DataFrame, ttl_ms: int
+    def _write_batches(
+        self, ns: str, view: str, version: int, schema: OnlineSchema, batches: Iterable[pl.DataFrame], ttl_ms: int
     ) -> int:
-        if batch.height == 0:
-            return 0
-        nulls = batch[schema.join_key].null_count()
-        if nulls:
-            raise OnlineStoreError(f"view {view!r}: {nulls} rows have a null {schema.join_key!r}")
-        buf, offsets = codec.encode_rows(batch, schema.features)
-        values = codec.split(buf, offsets)
         prefix = data_prefix(ns, view, version)
-        keys = (prefix + batch[schema.join_key].cast(pl.String) + "}").to_list()
-        if self.cluster:
-            self._write_cluster(keys, values, ttl_ms)
-        else:
-            self._write_pipelined(keys, values, ttl_ms)
-        return batch.height
-
-    def _write_pipelined(self, keys: list[str], values: list[bytes], ttl_ms: int) -> None:
-        """EVALSHA per chunk of keys, many chunks per round trip; replies are checked, not ignored."""
-        sha = self._set_many.sha
-        if not self.r.script_exists(sha)[0]:
-            self.r.script_load(_SET_MANY)
-        conn = self.r.connection_pool.get_connection()
+        writer = _ClusterWriter(self.r) if self.cluster else _StreamWriter(self.r)
+        rows = 0
         try:
-            sent = 0
-            for start in range(0, len(keys), CHUNK):
-                ks, vs = keys[start : start + CHUNK], values[start : start + CHUNK]
-                conn.send_packed_command(conn.pack_command("EVALSHA", sha, len(ks), *ks, ttl_ms, *vs), False)
-                sent += 1
-                if sent >= 32:  # bound what is in flight
-                    self._drain(conn, sent)
-                    sent = 0
-            self._drain(conn, sent)
-        except BaseException:
-            conn.disconnect()
-            raise
+            for batch in batches:
+                for start in range(0, batch.height, BATCH):
+                    part = batch.slice(start, BATCH)
+                    nulls = part[schema.join_key].null_count()
+                    if nulls:
+                        raise OnlineStoreError(f"view {view!r}: {nulls} rows have a null {schema.join_key!r}")
+                    keys = prefix + part[schema.join_key].cast(pl.String) + "}"
+                    writer.write(keys, part, schema.features, ttl_ms)
+                    rows += part.height
         finally:
-            self.r.connection_pool.release(conn)
-
-    @staticmethod
-    def _drain(conn, count: int) -> None:
-        for _ in range(count):
-            reply = conn.read_response()
-            if isinstance(reply, Exception):
-                raise OnlineStoreError(f"Redis rejected a write: {reply}")
-
-    def _write_cluster(self, keys: list[str], values: list[bytes], ttl_ms: int) -> None:
-        """Cluster mode: one SET per key, pipelined per node by redis-py."""
-        for start in range(0, len(keys), CHUNK * 10):
-            pipe = self.r.pipeline(transaction=False)
-            for k, v in zip(keys[start : start + CHUNK * 10], values[start : start + CHUNK * 10], strict=True):
-                pipe.set(k, v, px=ttl_ms or None)
-            pipe.execute()
+            writer.close()
+        return rows
 
     # -- promotion, rollback, pruning ----------------------------------------------------------------
     def _promote_script(self, ns: str, view: str, version: int, force: bool) -> tuple[str, str]:
@@ -358,3 +315,104 @@ def _entity_ids(meta: VersionMeta) -> Iterator[pl.Series]:
         return
     for start in range(0, frame.height, 100_000):
         yield frame[key].slice(start, 100_000)
+
+
+class _StreamWriter:
+    """Streams pre-built `SET key value PX ttl` commands to one Redis and checks every reply.
+
+    Three things overlap on two cores: the caller encodes batch i+2, a sender thread writes batch i+1 to
+    the socket, and a receiver thread reads batch i's replies, so Redis never waits for Python. Replies
+    are read as raw bytes: each must be `+OK\\r\\n`; anything else fails the push with Redis's message.
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.pool = client.connection_pool
+        self.conn = self.pool.get_connection()
+        self.conn.connect()
+        self.sock = self.conn._sock  # raw socket: commands are already RESP; redis-py did AUTH/SELECT
+        self.to_send: queue.Queue = queue.Queue(maxsize=2)
+        self.to_check: queue.Queue = queue.Queue()
+        self.error: BaseException | None = None
+        self.threads = [
+            threading.Thread(target=self._guard, args=(self._send,), name="online-store-sender", daemon=True),
+            threading.Thread(target=self._guard, args=(self._receive,), name="online-store-receiver", daemon=True),
+        ]
+        for t in self.threads:
+            t.start()
+
+    def write(self, keys: pl.Series, frame: pl.DataFrame, columns: list[str], ttl_ms: int) -> None:
+        payload = codec.encode_set_commands(keys, frame, columns, ttl_ms)
+        while self.error is None:
+            try:
+                self.to_send.put((payload, frame.height), timeout=0.5)
+                return
+            except queue.Full:
+                continue
+        raise OnlineStoreError(f"writing to Redis failed: {self.error}") from self.error
+
+    def _guard(self, loop) -> None:
+        try:
+            loop()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            self.error = exc
+            self.to_check.put(None)
+
+    def _send(self) -> None:
+        while True:
+            item = self.to_send.get()
+            if item is None or self.error is not None:
+                self.to_check.put(None)
+                return
+            payload, n = item
+            self.to_check.put(n)
+            self.sock.sendall(payload)
+
+    def _receive(self) -> None:
+        while True:
+            n = self.to_check.get()
+            if n is None or self.error is not None:
+                return
+            expected = b"+OK\r\n" * n
+            got = bytearray()
+            while len(got) < len(expected):
+                chunk = self.sock.recv(min(1 << 20, len(expected) - len(got)))
+                if not chunk:
+                    raise OnlineStoreError("Redis closed the connection during a push")
+                got += chunk
+            if got != expected:
+                first_error = next((ln for ln in bytes(got).split(b"\r\n") if ln.startswith(b"-")), b"?")
+                raise OnlineStoreError(f"Redis rejected a write: {first_error.decode(errors='replace')}")
+
+    def close(self) -> None:
+        while True:
+            try:
+                self.to_send.put(None, timeout=0.5)
+                break
+            except queue.Full:
+                if self.error is not None:
+                    break
+        if self.error is not None:
+            self.conn.disconnect()  # unblocks a thread stuck in sendall or recv
+        for t in self.threads:
+            t.join()
+        if self.error is not None:
+            self.pool.release(self.conn)
+            raise OnlineStoreError(f"writing to Redis failed: {self.error}") from self.error
+        self.pool.release(self.conn)
+
+
+class _ClusterWriter:
+    """Redis Cluster: one SET per key, pipelined per node by redis-py (keys live on many slots)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.r = client
+
+    def write(self, keys: pl.Series, frame: pl.DataFrame, columns: list[str], ttl_ms: int) -> None:
+        buf, offsets = codec.encode_rows(frame, columns)
+        pipe = self.r.pipeline(transaction=False)
+        for key, value in zip(keys.to_list(), codec.split(buf, offsets), strict=True):
+            pipe.set(key, value, px=ttl_ms or None)
+        pipe.execute()
+
+    def close(self) -> None:
+        pass

@@ -9,9 +9,10 @@ comes from one complete version of each view.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from functools import cache
 from typing import Any
 
 import msgpack
@@ -29,6 +30,65 @@ from feature_pipelines.online_store import (
 )
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class FeatureRow(tuple):
+    """One entity's features: an immutable mapping from feature name to typed value (None when missing).
+
+    `row["spend_7d"]`, `row.get(...)`, `dict(row)`, `row.to_dict()` and `row == {...}` work as for a dict.
+    It is a tuple underneath, so decoding 100 entities builds 100 small objects, not 100 dicts.
+    """
+
+    __slots__ = ()
+    _names: tuple[str, ...] = ()
+    _index: dict[str, int] = {}
+
+    def __getitem__(self, key):  # type: ignore[override]
+        if isinstance(key, str):
+            return tuple.__getitem__(self, self._index[key])
+        return tuple.__getitem__(self, key)
+
+    def __iter__(self):  # iterate names, like a mapping
+        return iter(self._names)
+
+    def __contains__(self, key: object) -> bool:  # type: ignore[override]
+        return key in self._index
+
+    def keys(self) -> tuple[str, ...]:
+        return self._names
+
+    def values(self) -> tuple[Any, ...]:
+        return tuple(tuple.__iter__(self))
+
+    def items(self):
+        return zip(self._names, tuple.__iter__(self), strict=True)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        i = self._index.get(key)
+        return default if i is None else tuple.__getitem__(self, i)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.items())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Mapping):
+            return self.to_dict() == dict(other.items())
+        return NotImplemented
+
+    __hash__ = tuple.__hash__
+
+    def __repr__(self) -> str:
+        return repr(self.to_dict())
+
+
+Mapping.register(FeatureRow)
+
+
+@cache
+def row_type(names: tuple[str, ...]) -> type[FeatureRow]:
+    return type(
+        "FeatureRow", (FeatureRow,), {"__slots__": (), "_names": names, "_index": {n: i for i, n in enumerate(names)}}
+    )
 
 
 @dataclass(frozen=True)
@@ -57,15 +117,16 @@ class OnlineClient:
         self.url = url_or_client if isinstance(url_or_client, str) else repr(url_or_client)
         self.catalog = catalog
         self._served: dict[str, _Served] = {}
+        self._namespaces: dict[str, str] = {}
         self._cluster = not hasattr(self.r, "connection_pool") or type(self.r).__name__ == "RedisCluster"
 
     # -- public API ---------------------------------------------------------------------------------
-    def get_view(self, view: str, ids: Sequence[Any], namespace: str | None = None) -> list[dict[str, Any]]:
+    def get_view(self, view: str, ids: Sequence[Any], namespace: str | None = None) -> list[FeatureRow]:
         """One dict per id (in order), features by name; all None for unknown or expired ids."""
         ns = namespace or self._namespace(view)
         return self._read([(view, ns, list(ids), None)], len(ids))
 
-    def get_service(self, service: str, entities: dict[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    def get_service(self, service: str, entities: dict[str, Sequence[Any]]) -> list[FeatureRow]:
         """Features of a feature service for aligned entity rows, e.g. `{"customer_id": [...]}`."""
         if self.catalog is None:
             raise ValueError("resolving a feature service needs the catalog: OnlineClient(url, catalog)")
@@ -90,12 +151,16 @@ class OnlineClient:
 
     # -- internals ----------------------------------------------------------------------------------
     def _namespace(self, view: str) -> str:
+        if view in self._namespaces:
+            return self._namespaces[view]
         if self.catalog is not None and view in self.catalog.views:
-            return namespace_for(self.catalog.views[view].sensitivity)
-        for ns in ("fs", "fss"):
-            if self.r.exists(control_key(ns, view, "current")):
-                return ns
-        raise OnlineStoreError(f"view {view!r} has no serving version in Redis at {self.url}")
+            ns = namespace_for(self.catalog.views[view].sensitivity)
+        else:
+            ns = next((n for n in ("fs", "fss") if self.r.exists(control_key(n, view, "current"))), "")
+            if not ns:
+                raise OnlineStoreError(f"view {view!r} has no serving version in Redis at {self.url}")
+        self._namespaces[view] = ns
+        return ns
 
     def _refresh(self, view: str, ns: str) -> _Served:
         current = self.r.get(control_key(ns, view, "current"))
@@ -114,7 +179,7 @@ class OnlineClient:
         self._served[view] = served
         return served
 
-    def _read(self, reads: list[tuple[str, str, list[Any], list[str] | None]], n: int) -> list[dict[str, Any]]:
+    def _read(self, reads: list[tuple[str, str, list[Any], list[str] | None]], n: int) -> list[FeatureRow]:
         try:
             for _attempt in range(3):
                 served = [self._served.get(v) or self._refresh(v, ns) for v, ns, _, _ in reads]
@@ -138,28 +203,36 @@ class OnlineClient:
         raise OnlineStoreError("serving versions kept changing during the read; retry")
 
     @staticmethod
-    def _decode(reads, served: list[_Served], values: list[bytes | None], n: int) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = [{} for _ in range(n)]
-        pos = 0
+    def _decode(reads, served: list[_Served], values: list[bytes | None], n: int) -> list[FeatureRow]:
         unpack = msgpack.unpackb
+        if len(reads) == 1 and reads[0][3] is None and not any(served[0].converters):
+            # The common case, kept tight: one view, plain values, one C call to unpack all of them.
+            names = tuple(served[0].schema.features)
+            row = row_type(names)
+            empty = row((None,) * len(names))
+            if None in values:
+                return [row(unpack(b)) if b is not None else empty for b in values]
+            return list(map(row, unpack(b"\xdd" + len(values).to_bytes(4, "big") + b"".join(values))))
+        columns: list[list[Any]] = [[] for _ in range(n)]
+        out_names: list[str] = []
+        pos = 0
         for (_view, _ns, _ids, wanted), s in zip(reads, served, strict=True):
             names = s.schema.features
             convs = s.converters
-            pick = None if wanted is None else [names.index(f) for f in wanted]
-            out_names = names if pick is None else wanted
-            needs_conv = any(c is not None for c in convs)
+            pick = list(range(len(names))) if wanted is None else [names.index(f) for f in wanted]
+            out_names += [names[j] for j in pick]
+            needs_conv = any(convs[j] is not None for j in pick)
+            nulls = [None] * len(pick)
             for i in range(n):
                 blob = values[pos + i]
-                row = rows[i]
                 if blob is None:
-                    row.update(dict.fromkeys(out_names))
+                    columns[i] += nulls
                     continue
                 vals = unpack(blob)
+                picked = [vals[j] for j in pick]
                 if needs_conv:
-                    vals = [c(v) if c is not None else v for c, v in zip(convs, vals, strict=True)]
-                if pick is None:
-                    row.update(zip(names, vals, strict=True))
-                else:
-                    row.update({f: vals[j] for f, j in zip(wanted, pick, strict=True)})
+                    picked = [convs[j](v) if convs[j] is not None else v for j, v in zip(pick, picked, strict=True)]
+                columns[i] += picked
             pos += n
-        return rows
+        row = row_type(tuple(out_names))
+        return [row(values_) for values_ in columns]

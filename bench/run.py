@@ -1,0 +1,254 @@
+"""`make bench`: the online store against raw redis-py baselines measured in the same run.
+
+Writes bench/results/latest.json and bench/RESULTS.md. Each figure sits next to its baseline and the
+ratio is what the target is about, so the machine's speed cancels out. A private redis-server on a free
+port is used so that memory per entity is measured on an empty server.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import msgpack
+import numpy as np
+import polars as pl
+import redis
+
+from feature_pipelines.local_redis import RedisServer
+from feature_pipelines.offline_store import iter_partition, table_version
+from feature_pipelines.online_store import OnlineSchema, OnlineStore, data_key
+from feature_pipelines.serving import OnlineClient
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE / ".data"
+RESULTS = HERE / "results"
+PARTITION = "2026-01-01"
+VIEW = "bench_user"
+INT_COLS = [f"i{k}" for k in range(10)]
+FLOAT_COLS = [f"f{k}" for k in range(8)]
+STR_COLS = ["segment", "country"]
+FEATURES = INT_COLS + FLOAT_COLS + STR_COLS
+SCHEMA = OnlineSchema(
+    view=VIEW,
+    namespace="fs",
+    join_key="user_id",
+    features=FEATURES,
+    dtypes=["Int64"] * 10 + ["Float64"] * 8 + ["String"] * 2,
+    ttl_seconds=7 * 24 * 3600,
+)
+COUNTRIES = np.array(["GB", "DE", "FR", "IE", "ES", "NL", "BE", "CH", "PT", "IT"])
+
+
+def make_frame(n: int, start: int, seed: int) -> pl.DataFrame:
+    """Feature-like values: counts, amounts, rates and two short categorical strings."""
+    rng = np.random.default_rng(seed)
+    cols: dict[str, object] = {"user_id": np.arange(start, start + n, dtype=np.int64)}
+    for k, name in enumerate(INT_COLS):
+        cols[name] = rng.poisson(lam=[1, 3, 10, 30, 100, 300, 2, 5, 20, 1000][k], size=n).astype(np.int64)
+    for name in FLOAT_COLS:
+        cols[name] = np.round(rng.gamma(2.0, 50.0, size=n), 2)
+    cols["segment"] = np.char.add("seg_", rng.integers(0, 40, size=n).astype(str))
+    cols["country"] = COUNTRIES[rng.integers(0, len(COUNTRIES), size=n)]
+    return pl.DataFrame(cols).with_columns(pl.lit(PARTITION).alias("partition_date"))
+
+
+def build_table(uri: str, rows: int, chunk: int = 1_000_000) -> None:
+    """A Delta table with one partition of `rows` entities, written in chunks (bounded memory)."""
+    if table_version(uri) is not None and pl.scan_delta(uri).select(pl.len()).collect().item() == rows:
+        return
+    shutil.rmtree(uri, ignore_errors=True)
+    from deltalake import write_deltalake
+
+    for start in range(0, rows, chunk):
+        write_deltalake(
+            uri, make_frame(min(chunk, rows - start), start, seed=start), mode="append", partition_by=["partition_date"]
+        )
+
+
+def materialize(url: str, uri: str) -> tuple[float, int]:
+    store = OnlineStore(redis.Redis.from_url(url), versions_kept=1)
+    started = time.perf_counter()
+    result = store.push(
+        SCHEMA,
+        iter_partition(uri, "partition_date", PARTITION, ["user_id", *FEATURES]),
+        partition=PARTITION,
+        delta_table=uri,
+        delta_version=table_version(uri),
+        run_id="bench",
+        definition_hash="bench",
+    )
+    return time.perf_counter() - started, result.rows
+
+
+def baseline_mset(url: str, uri: str, version: int) -> float:
+    """Values packed with msgpack beforehand (not timed); pipelined MSET of 1,000 keys per command."""
+    frame = pl.read_delta(uri).filter(pl.col("partition_date") == PARTITION)
+    ids = frame["user_id"].to_list()
+    packed = [msgpack.packb(list(row)) for row in frame.select(FEATURES).iter_rows()]
+    keys = [data_key("fs", VIEW, version, i) for i in ids]
+    del frame
+    r = redis.Redis.from_url(url)
+    started = time.perf_counter()
+    pipe = r.pipeline(transaction=False)
+    for start in range(0, len(keys), 1000):
+        pipe.mset(dict(zip(keys[start : start + 1000], packed[start : start + 1000], strict=True)))
+        if (start // 1000) % 50 == 49:
+            pipe.execute()
+    pipe.execute()
+    return time.perf_counter() - started
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    qs = statistics.quantiles(samples, n=100, method="inclusive")
+    return qs[49] * 1e6, qs[98] * 1e6
+
+
+def timed(fn, calls: int = 1000, warmup: int = 200) -> tuple[float, float]:
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(calls):
+        t = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t)
+    return percentiles(samples)
+
+
+def reads(url: str, n_entities: int) -> dict[str, float]:
+    client = OnlineClient(url)
+    r = redis.Redis.from_url(url)
+    version = client._refresh(VIEW, "fs").version
+    rng = np.random.default_rng(1)
+    one = [int(rng.integers(0, n_entities))]
+    hundred = [int(x) for x in rng.integers(0, n_entities, 100)]
+    key1 = data_key("fs", VIEW, version, one[0])
+    keys100 = [data_key("fs", VIEW, version, i) for i in hundred]
+    assert client.get_view(VIEW, one)[0]["i0"] is not None
+    out = {}
+    out["read1_p50_us"], out["read1_p99_us"] = timed(lambda: client.get_view(VIEW, one))
+    out["raw_read1_p50_us"], out["raw_read1_p99_us"] = timed(lambda: r.get(key1))
+    out["read100_p50_us"], out["read100_p99_us"] = timed(lambda: client.get_view(VIEW, hundred))
+    out["raw_read100_p50_us"], out["raw_read100_p99_us"] = timed(lambda: r.mget(keys100))
+    return {k: round(v, 1) for k, v in out.items()}
+
+
+def peak_rss_10m(url: str) -> float:
+    uri = str(DATA / "delta_10m")
+    build_table(uri, 10_000_000)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.peak_rss", url, uri], capture_output=True, text=True, check=True
+    )
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    DATA.mkdir(exist_ok=True)
+    RESULTS.mkdir(exist_ok=True)
+    uri = str(DATA / "delta_1m")
+    n = 1_000_000
+    build_table(uri, n)
+    server = RedisServer()
+    try:
+        r = redis.Redis.from_url(server.url)
+        r.flushall()
+        base_mem = r.info("memory")["used_memory"]
+        seconds, rows = materialize(server.url, uri)
+        # Control keys (pointer, metadata, counter) are a few hundred bytes in all; everything else is data.
+        bytes_per_entity = (r.info("memory")["used_memory"] - base_mem) / rows
+        read = reads(server.url, n)
+        version = int(r.get("fs:{bench_user}:current"))
+        r.flushall()
+        base_seconds = baseline_mset(server.url, uri, version)
+        base_bytes = (r.info("memory")["used_memory"] - base_mem) / n
+        r.flushall()
+        rss = peak_rss_10m(server.url)
+    finally:
+        server.stop()
+    results = {
+        "machine": {
+            "cores": __import__("os").cpu_count(),
+            "python": platform.python_version(),
+            "redis": _redis_version(),
+        },
+        "entities": n,
+        "features": len(FEATURES),
+        "materialize_rows_per_s": round(rows / seconds),
+        "baseline_mset_rows_per_s": round(n / base_seconds),
+        "redis_bytes_per_entity": round(bytes_per_entity, 1),
+        "baseline_mset_bytes_per_entity": round(base_bytes, 1),
+        **read,
+        "peak_rss_mb_10m": rss["peak_rss_mb"],
+        "materialize_10m_rows_per_s": rss["rows_per_s"],
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    results.update(_training_set_bench())
+    (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+    (HERE / "RESULTS.md").write_text(render(results))
+    print(render(results))
+
+
+def _training_set_bench() -> dict:
+    return {}
+
+
+def _redis_version() -> str:
+    out = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout
+    return out.split("v=")[1].split()[0] if "v=" in out else out.strip()
+
+
+TARGETS = [
+    (
+        "materialize_rows_per_s",
+        "≥ 0.5 × baseline_mset_rows_per_s",
+        lambda r: r["materialize_rows_per_s"] / r["baseline_mset_rows_per_s"],
+        0.5,
+        ">=",
+    ),
+    ("redis_bytes_per_entity", "≤ 250 bytes", lambda r: r["redis_bytes_per_entity"], 250, "<="),
+    ("read1_p99_us", "≤ 1.3 × raw_read1_p99_us", lambda r: r["read1_p99_us"] / r["raw_read1_p99_us"], 1.3, "<="),
+    ("read100_p99_us", "≤ 2 × raw_read100_p99_us", lambda r: r["read100_p99_us"] / r["raw_read100_p99_us"], 2.0, "<="),
+    ("peak_rss_mb_10m", "≤ 1,000 MB", lambda r: r["peak_rss_mb_10m"], 1000, "<="),
+]
+
+
+def render(r: dict) -> str:
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Measured {r['measured_at']} by `make bench` on {r['machine']['cores']} cores, Python "
+        f"{r['machine']['python']}, Redis {r['machine']['redis']}; {r['entities']:,} entities x {r['features']} "
+        "features (10 int64, 8 float64, 2 string). Baselines run in the same invocation, on the same data.",
+        "",
+        "| figure | value | baseline | target | measured | met |",
+        "|---|---|---|---|---|---|",
+    ]
+    baselines = {
+        "materialize_rows_per_s": f"{r['baseline_mset_rows_per_s']:,} (pipelined MSET, pre-packed msgpack)",
+        "redis_bytes_per_entity": f"{r['baseline_mset_bytes_per_entity']} (MSET, no TTL)",
+        "read1_p99_us": f"{r['raw_read1_p99_us']} (redis-py GET)",
+        "read100_p99_us": f"{r['raw_read100_p99_us']} (redis-py MGET)",
+        "peak_rss_mb_10m": "-",
+    }
+    for name, target, measure, bound, op in TARGETS:
+        value = measure(r)
+        ok = value >= bound if op == ">=" else value <= bound
+        shown = f"{value:.2f}x" if "×" in target else f"{value:,.1f}"
+        lines.append(f"| `{name}` | {r[name]:,} | {baselines[name]} | {target} | {shown} | {'yes' if ok else 'NO'} |")
+    lines += [
+        "",
+        f"Also: read p50 {r['read1_p50_us']} µs (raw {r['raw_read1_p50_us']}), 100-entity read p50 "
+        f"{r['read100_p50_us']} µs (raw {r['raw_read100_p50_us']}); 10M-row push {r['materialize_10m_rows_per_s']:,} rows/s.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
