@@ -13,10 +13,14 @@ from contextlib import contextmanager
 import redis
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_port(below: int = 65536) -> int:
+    """A free loopback port under `below` (a cluster node also needs port + 10000 for its bus)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port < below:
+            return port
 
 
 def answers(url: str) -> bool:
@@ -36,7 +40,8 @@ class RedisServer:
                 "No Redis answers and redis-server is not installed. Install it (Debian/Ubuntu: "
                 "`sudo apt-get install redis-server`; macOS: `brew install redis`) or set REDIS_URL."
             )
-        self.port = port or free_port()
+        cluster = "--cluster-enabled" in extra_args
+        self.port = port or free_port(below=55535 if cluster else 65536)
         self.dir = tempfile.mkdtemp(prefix="fs-redis-")
         self.proc = subprocess.Popen(
             [

@@ -97,6 +97,10 @@ class _Served:
     schema: OnlineSchema
     prefix: str
     converters: list[Any]
+    pointer: str
+    version_bytes: bytes
+    row: type[FeatureRow]
+    plain: bool  # no value needs converting after msgpack (no timestamps, dates or vectors)
 
 
 def _converter(dtype: str):
@@ -123,7 +127,17 @@ class OnlineClient:
     # -- public API ---------------------------------------------------------------------------------
     def get_view(self, view: str, ids: Sequence[Any], namespace: str | None = None) -> list[FeatureRow]:
         """One dict per id (in order), features by name; all None for unknown or expired ids."""
-        ns = namespace or self._namespace(view)
+        ns = namespace or self._namespaces.get(view) or self._namespace(view)
+        served = self._served.get(view)
+        if served is not None and served.plain and not self._cluster:
+            # Fast path: one MGET with the version pointer first; valid unless the pointer moved.
+            prefix = served.prefix
+            try:
+                values = self.r.execute_command("MGET", served.pointer, *[f"{prefix}{i}}}" for i in ids])
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                raise OnlineStoreError(f"cannot reach Redis at {self.url}: {exc}") from exc
+            if values[0] == served.version_bytes:
+                return _decode_plain(served, values[1:])
         return self._read([(view, ns, list(ids), None)], len(ids))
 
     def get_service(self, service: str, entities: dict[str, Sequence[Any]]) -> list[FeatureRow]:
@@ -170,11 +184,16 @@ class OnlineClient:
         if raw is None:
             raise OnlineStoreError(f"view {view!r}: serving version {current.decode()} has no metadata")
         meta = VersionMeta.from_json(raw)
+        converters = [_converter(d) for d in meta.schema.dtypes]
         served = _Served(
             version=meta.version,
             schema=meta.schema,
             prefix=f"{ns}:{view}:{meta.version}:{{",
-            converters=[_converter(d) for d in meta.schema.dtypes],
+            converters=converters,
+            pointer=control_key(ns, view, "current"),
+            version_bytes=str(meta.version).encode(),
+            row=row_type(tuple(meta.schema.features)),
+            plain=not any(converters),
         )
         self._served[view] = served
         return served
@@ -205,14 +224,8 @@ class OnlineClient:
     @staticmethod
     def _decode(reads, served: list[_Served], values: list[bytes | None], n: int) -> list[FeatureRow]:
         unpack = msgpack.unpackb
-        if len(reads) == 1 and reads[0][3] is None and not any(served[0].converters):
-            # The common case, kept tight: one view, plain values, one C call to unpack all of them.
-            names = tuple(served[0].schema.features)
-            row = row_type(names)
-            empty = row((None,) * len(names))
-            if None in values:
-                return [row(unpack(b)) if b is not None else empty for b in values]
-            return list(map(row, unpack(b"\xdd" + len(values).to_bytes(4, "big") + b"".join(values))))
+        if len(reads) == 1 and reads[0][3] is None and served[0].plain:
+            return _decode_plain(served[0], values)
         columns: list[list[Any]] = [[] for _ in range(n)]
         out_names: list[str] = []
         pos = 0
@@ -236,3 +249,14 @@ class OnlineClient:
             pos += n
         row = row_type(tuple(out_names))
         return [row(values_) for values_ in columns]
+
+
+def _decode_plain(served: _Served, values: list[bytes | None]) -> list[FeatureRow]:
+    """One view, values that need no conversion: unpack all blobs in one C call when none is missing."""
+    row = served.row
+    if None in values:
+        empty = row((None,) * len(served.schema.features))
+        return [row(msgpack.unpackb(b)) if b is not None else empty for b in values]
+    if len(values) == 1:
+        return [row(msgpack.unpackb(values[0]))]
+    return list(map(row, msgpack.unpackb(b"\xdd" + len(values).to_bytes(4, "big") + b"".join(values))))

@@ -1,0 +1,73 @@
+"""A push and a read through a real local 3-master Redis Cluster."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+
+import polars as pl
+import pytest
+import redis
+from redis.cluster import RedisCluster
+
+from feature_pipelines.local_redis import RedisServer
+from feature_pipelines.online_store import OnlineSchema, OnlineStore, connect
+from feature_pipelines.serving import OnlineClient
+
+
+@pytest.fixture(scope="module")
+def cluster_url():
+    if shutil.which("redis-cli") is None:
+        pytest.fail("redis-cli is required for the cluster test (Debian package redis-tools)")
+    nodes = [RedisServer("--cluster-enabled", "yes", "--cluster-node-timeout", "2000") for _ in range(3)]
+    try:
+        subprocess.run(
+            ["redis-cli", "--cluster", "create", *[f"127.0.0.1:{n.port}" for n in nodes], "--cluster-replicas", "0",
+             "--cluster-yes"],
+            check=True, capture_output=True, timeout=60,
+        )
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            states = [redis.Redis(port=n.port).cluster("info")["cluster_state"] for n in nodes]
+            if all(s == "ok" for s in states):
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail(f"the local cluster did not become ready: {states}")
+        yield f"redis://127.0.0.1:{nodes[0].port}/0?cluster=1"
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+SCHEMA = OnlineSchema(view="toy", namespace="fs", join_key="user_id", features=["score", "name"],
+                      dtypes=["Int64", "String"], ttl_seconds=600)
+
+
+def test_push_and_read_through_a_cluster(cluster_url, tmp_path):
+    from feature_pipelines.offline_store import overwrite_partitions
+
+    client = connect(cluster_url)
+    assert isinstance(client, RedisCluster)
+    store = OnlineStore(client, versions_kept=1)
+    uri = str(tmp_path / "toy")
+    versions = []
+    for day, score in (("2011-01-01", 1), ("2011-01-02", 2)):
+        frame = pl.DataFrame({"user_id": range(3000), "score": [score] * 3000, "name": [f"u{score}"] * 3000,
+                              "partition_date": [day] * 3000})
+        commit = overwrite_partitions(uri, frame, "partition_date", day, day)
+        result = store.push(SCHEMA, [frame.drop("partition_date")], partition=day, delta_table=uri,
+                            delta_version=commit.version, run_id="c", definition_hash="h")
+        assert result.promoted and result.rows == 3000
+        versions.append(result.version)
+    # The keys are spread over the three masters (hash tags by entity id).
+    per_node = [n.redis_connection.dbsize() for n in client.get_primaries()]
+    assert len(per_node) == 3 and all(count > 500 for count in per_node), per_node
+    assert sum(per_node) == 3000 + 3  # one version kept (the first was pruned without SCAN) + control keys
+    rows = OnlineClient(cluster_url).get_view("toy", [0, 1500, 2999, 5000])
+    assert [r.to_dict() for r in rows] == [{"score": 2, "name": "u2"}] * 3 + [{"score": None, "name": None}]
+    # Never back in time, on a cluster too.
+    stale = store.push(SCHEMA, [pl.DataFrame({"user_id": [0], "score": [0], "name": ["old"]})], partition="2010-12-31",
+                       delta_table=uri, delta_version=None, run_id="c", definition_hash="h")
+    assert not stale.promoted and store.serving_version("fs", "toy") == versions[-1]
