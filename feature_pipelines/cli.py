@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -17,6 +18,7 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console()
+errors = Console(stderr=True, soft_wrap=True, highlight=False)
 
 
 def _catalog():
@@ -25,7 +27,7 @@ def _catalog():
     try:
         return load_catalog()
     except CatalogError as exc:
-        console.print(f"[red]{exc}[/red]")
+        errors.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc
 
 
@@ -84,7 +86,7 @@ def get(
         else:
             rows = client.get_service(service, _entity_columns(catalog, service, ids))
     except (OnlineStoreError, KeyError, ValueError) as exc:
-        console.print(f"[red]{exc}[/red]")
+        errors.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
     sys.stdout.write(json.dumps([row.to_dict() for row in rows], default=_json_default, indent=2) + "\n")
 
@@ -118,9 +120,9 @@ def versions(view: Annotated[str, typer.Argument(help="online feature view")]) -
     store = OnlineStore(connect(Settings().redis_url))
     ns = namespace_for(spec.sensitivity)
     serving = store.serving_version(ns, view)
-    table = Table(title=f"online versions of {view}")
-    for col in ("version", "serving", "partition", "rows", "status", "Delta version", "run", "written"):
-        table.add_column(col)
+    table = Table(title=f"online versions of {view}", box=box.SIMPLE)
+    for col in ("version", "serving", "partition", "rows", "status", "Delta v", "run", "written (UTC)"):
+        table.add_column(col, no_wrap=True)
     for number, meta in store.versions(ns, view).items():
         table.add_row(
             str(number),
@@ -130,7 +132,7 @@ def versions(view: Annotated[str, typer.Argument(help="online feature view")]) -
             meta.status,
             str(meta.delta_version),
             meta.run_id[:8],
-            datetime.fromtimestamp(meta.written_at).isoformat(timespec="seconds"),
+            datetime.fromtimestamp(meta.written_at, UTC).strftime("%Y-%m-%d %H:%M"),
         )
     console.print(table)
 
@@ -146,13 +148,13 @@ def rollback(
 
     catalog = _catalog()
     if view not in catalog.views:
-        console.print(f"[red]unknown feature view {view!r}; known: {sorted(catalog.views)}[/red]")
+        errors.print(f"[red]unknown feature view {view!r}; known: {sorted(catalog.views)}[/red]")
         raise typer.Exit(2)
     store = OnlineStore(connect(Settings().redis_url))
     try:
         before, after = store.rollback(namespace_for(catalog.views[view].sensitivity), view, to)
     except OnlineStoreError as exc:
-        console.print(f"[red]{exc}[/red]")
+        errors.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
     console.print(f"{view}: serving version {after} (was {before})")
 

@@ -12,6 +12,7 @@ warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
 from feature_pipelines.assets import build_defs  # noqa: E402
 from feature_pipelines.catalog import load_catalog  # noqa: E402
+from feature_pipelines.jobs import build_rollback_job  # noqa: E402
 from feature_pipelines.resources import FeatureStoreResource  # noqa: E402
 
 MAIN_JOB = "materialize_all"
@@ -26,5 +27,8 @@ materialize_all = dg.define_asset_job(
 
 defs = dg.Definitions.merge(
     build_defs(catalog),
-    dg.Definitions(jobs=[materialize_all], resources={"store": FeatureStoreResource.from_settings()}),
+    dg.Definitions(
+        jobs=[materialize_all, build_rollback_job(catalog)],
+        resources={"store": FeatureStoreResource.from_settings()},
+    ),
 )

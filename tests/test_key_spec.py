@@ -40,8 +40,12 @@ def node_reader() -> Path:
 
 def _push(redis_url: str, namespace: str) -> None:
     schema = OnlineSchema(
-        view="profile", namespace=namespace, join_key="user_id", features=FRAME.columns[1:],
-        dtypes=[str(FRAME.schema[c]) for c in FRAME.columns[1:]], ttl_seconds=600,
+        view="profile",
+        namespace=namespace,
+        join_key="user_id",
+        features=FRAME.columns[1:],
+        dtypes=[str(FRAME.schema[c]) for c in FRAME.columns[1:]],
+        ttl_seconds=600,
     )
     OnlineStore(connect(redis_url)).push(
         schema, [FRAME], partition="2011-12-09", delta_table="/x", delta_version=None, run_id="r", definition_hash="h"
@@ -62,13 +66,21 @@ def test_node_reads_the_same_values_as_python(redis_url, node_reader, namespace)
     ids = [1, 2, 3, 404]
     out = subprocess.run(
         ["node", str(node_reader), redis_url, namespace, "profile", *map(str, ids)],
-        check=True, capture_output=True, text=True, timeout=60,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     from_node = json.loads(out.stdout)
     from_python = _python_rows(redis_url, ids)
     assert from_node == from_python
     assert from_python[0] == {
-        "n_orders": 3, "spend": 12.5, "vip": True, "country": "GB", "last_seen": "2011-12-09T12:50:00.123456Z",
-        "embedding": [0.5, -1.25, 3.0], "tags": ["gift", "wholesale"],
+        "n_orders": 3,
+        "spend": 12.5,
+        "vip": True,
+        "country": "GB",
+        "last_seen": "2011-12-09T12:50:00.123456Z",
+        "embedding": [0.5, -1.25, 3.0],
+        "tags": ["gift", "wholesale"],
     }
     assert from_python[3] == dict.fromkeys(FRAME.columns[1:])  # unknown id: explicit nulls

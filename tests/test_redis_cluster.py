@@ -23,9 +23,18 @@ def cluster_url():
     nodes = [RedisServer("--cluster-enabled", "yes", "--cluster-node-timeout", "2000") for _ in range(3)]
     try:
         subprocess.run(
-            ["redis-cli", "--cluster", "create", *[f"127.0.0.1:{n.port}" for n in nodes], "--cluster-replicas", "0",
-             "--cluster-yes"],
-            check=True, capture_output=True, timeout=60,
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *[f"127.0.0.1:{n.port}" for n in nodes],
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
         )
         deadline = time.time() + 30
         while time.time() < deadline:
@@ -41,8 +50,14 @@ def cluster_url():
             node.stop()
 
 
-SCHEMA = OnlineSchema(view="toy", namespace="fs", join_key="user_id", features=["score", "name"],
-                      dtypes=["Int64", "String"], ttl_seconds=600)
+SCHEMA = OnlineSchema(
+    view="toy",
+    namespace="fs",
+    join_key="user_id",
+    features=["score", "name"],
+    dtypes=["Int64", "String"],
+    ttl_seconds=600,
+)
 
 
 def test_push_and_read_through_a_cluster(cluster_url, tmp_path):
@@ -54,11 +69,24 @@ def test_push_and_read_through_a_cluster(cluster_url, tmp_path):
     uri = str(tmp_path / "toy")
     versions = []
     for day, score in (("2011-01-01", 1), ("2011-01-02", 2)):
-        frame = pl.DataFrame({"user_id": range(3000), "score": [score] * 3000, "name": [f"u{score}"] * 3000,
-                              "partition_date": [day] * 3000})
+        frame = pl.DataFrame(
+            {
+                "user_id": range(3000),
+                "score": [score] * 3000,
+                "name": [f"u{score}"] * 3000,
+                "partition_date": [day] * 3000,
+            }
+        )
         commit = overwrite_partitions(uri, frame, "partition_date", day, day)
-        result = store.push(SCHEMA, [frame.drop("partition_date")], partition=day, delta_table=uri,
-                            delta_version=commit.version, run_id="c", definition_hash="h")
+        result = store.push(
+            SCHEMA,
+            [frame.drop("partition_date")],
+            partition=day,
+            delta_table=uri,
+            delta_version=commit.version,
+            run_id="c",
+            definition_hash="h",
+        )
         assert result.promoted and result.rows == 3000
         versions.append(result.version)
     # The keys are spread over the three masters (hash tags by entity id).
@@ -68,6 +96,13 @@ def test_push_and_read_through_a_cluster(cluster_url, tmp_path):
     rows = OnlineClient(cluster_url).get_view("toy", [0, 1500, 2999, 5000])
     assert [r.to_dict() for r in rows] == [{"score": 2, "name": "u2"}] * 3 + [{"score": None, "name": None}]
     # Never back in time, on a cluster too.
-    stale = store.push(SCHEMA, [pl.DataFrame({"user_id": [0], "score": [0], "name": ["old"]})], partition="2010-12-31",
-                       delta_table=uri, delta_version=None, run_id="c", definition_hash="h")
+    stale = store.push(
+        SCHEMA,
+        [pl.DataFrame({"user_id": [0], "score": [0], "name": ["old"]})],
+        partition="2010-12-31",
+        delta_table=uri,
+        delta_version=None,
+        run_id="c",
+        definition_hash="h",
+    )
     assert not stale.promoted and store.serving_version("fs", "toy") == versions[-1]

@@ -1,0 +1,128 @@
+"""`fstore` as a user types it: get, versions, rollback, validate; and the rollback Dagster job."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from feature_pipelines.cli import app
+from feature_pipelines.jobs import build_rollback_job
+from feature_pipelines.online_store import OnlineStore, connect
+from feature_pipelines.resources import FeatureStoreResource
+from tests.test_online_store import SCHEMA
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def served(redis_url, catalog, monkeypatch):
+    """Two versions of user_context and one of item_popularity, pushed straight into the test Redis."""
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.delenv("FS_REDIS_URL", raising=False)
+    from feature_pipelines.assets import online_schema
+
+    store = OnlineStore(connect(redis_url))
+    ctx = online_schema(catalog.views["user_context"], catalog)
+    items = online_schema(catalog.views["item_popularity"], catalog)
+    for day, country in (("2011-12-08", "France"), ("2011-12-09", "Norway")):
+        frame = pl.DataFrame({"customer_id": [12352], "country": [country], "locale": ["x"], "currency": ["NOK"]})
+        store.push(ctx, [frame], partition=day, delta_table="/x", delta_version=None, run_id="r", definition_hash="h")
+    item = pl.DataFrame(
+        {
+            "stock_code": ["85123A"],
+            **{f: [1] for f in items.features if "revenue" not in f and "rate" not in f},
+            "revenue_7d": [2.5],
+            "revenue_30d": [9.0],
+            "return_rate_30d": [0.0],
+        }
+    )
+    store.push(
+        items,
+        [item.select("stock_code", *items.features)],
+        partition="2011-12-09",
+        delta_table="/x",
+        delta_version=None,
+        run_id="r",
+        definition_hash="h",
+    )
+    return store
+
+
+def test_get_a_view_as_json(served):
+    result = runner.invoke(app, ["get", "user_context", "12352", "404", "--view"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == [
+        {"country": "Norway", "locale": "x", "currency": "NOK"},
+        {"country": None, "locale": None, "currency": None},
+    ]
+
+
+def test_a_service_whose_view_was_never_pushed_is_a_clear_error(served):
+    result = runner.invoke(app, ["get", "ranking_model_v1", "customer_id=12352,stock_code=85123A"])
+    assert result.exit_code == 1
+    assert "view 'user_purchase_behavior' has no serving version in Redis at redis://" in result.output
+
+
+def test_get_a_service_with_two_entities(served, catalog):
+    from feature_pipelines.assets import online_schema
+
+    behavior = online_schema(catalog.views["user_purchase_behavior"], catalog)
+    frame = pl.DataFrame(
+        {
+            "customer_id": [12352],
+            **{f: [0.5 if "spend" in f or "rate" in f or "avg" in f else 3] for f in behavior.features},
+        }
+    )
+    served.push(
+        behavior, [frame], partition="2011-12-09", delta_table="/x", delta_version=None, run_id="r", definition_hash="h"
+    )
+    result = runner.invoke(
+        app, ["get", "ranking_model_v1", "customer_id=12352,stock_code=85123A", "customer_id=1,stock_code=85123A"]
+    )
+    assert result.exit_code == 0, result.output
+    first, second = json.loads(result.stdout)
+    assert first["country"] == "Norway" and first["currency"] == "NOK" and first["revenue_30d"] == 9.0
+    assert first["spend_7d"] == 0.5 and first["invoices_7d"] == 3
+    assert second["spend_7d"] is None and second["country"] is None and second["revenue_30d"] == 9.0
+
+
+def test_get_a_service_needs_every_key(served):
+    result = runner.invoke(app, ["get", "ranking_model_v1", "12352"])
+    assert result.exit_code == 1 and "needs ids for ['customer_id', 'stock_code']" in result.output
+
+
+def test_versions_and_rollback(served):
+    listing = runner.invoke(app, ["versions", "user_context"])
+    assert listing.exit_code == 0 and "2011-12-08" in listing.output and "2011-12-09" in listing.output
+    result = runner.invoke(app, ["rollback", "user_context"])
+    assert result.exit_code == 0 and "serving version 1 (was 2)" in result.output
+    assert json.loads(runner.invoke(app, ["get", "user_context", "12352", "--view"]).stdout)[0]["country"] == "France"
+    again = runner.invoke(app, ["rollback", "user_context"])
+    assert again.exit_code == 1 and "no older version" in again.output
+
+
+def test_unreachable_redis_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+    result = runner.invoke(app, ["get", "user_context", "1", "--view"])
+    assert result.exit_code == 1 and "cannot reach Redis at redis://127.0.0.1:1/0" in result.output
+
+
+def test_validate():
+    result = runner.invoke(app, ["validate"])
+    assert result.exit_code == 0 and "3 feature views" in result.output
+
+
+def test_rollback_job(served, catalog, redis_url, pg_instance, tmp_path):
+    job = build_rollback_job(catalog)
+    result = job.execute_in_process(
+        run_config={"ops": {"rollback_online_view": {"config": {"view": "user_context"}}}},
+        instance=pg_instance,
+        resources={"store": FeatureStoreResource(lake_dir=str(tmp_path), redis_url=redis_url)},
+    )
+    assert result.success
+    assert served.serving_version("fss", "user_context") == 1
+    assert SCHEMA.view == "toy"
