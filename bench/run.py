@@ -191,7 +191,19 @@ def main() -> None:
     results.update(_training_set_bench())
     (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
     (HERE / "RESULTS.md").write_text(render(results))
+    _update_readme(render(results))
     print(render(results))
+
+
+def _update_readme(table: str) -> None:
+    """The README shows the latest table between two markers; the table is written only here."""
+    readme = HERE.parent / "README.md"
+    text = readme.read_text()
+    start, end = "<!-- bench:start -->", "<!-- bench:end -->"
+    if start in text and end in text:
+        body = table.split("\n", 2)[2]  # without the page title
+        text = text[: text.index(start) + len(start)] + "\n" + body + "\n" + text[text.index(end) :]
+        readme.write_text(text)
 
 
 def _training_set_bench() -> dict:
