@@ -1,6 +1,6 @@
 """Feature services: the contract between a model and the features it is served and trained on."""
 
-from feature_pipelines.spec import FeatureService
+from feature_pipelines.spec import FeatureService, TrainingSetSpec
 
 ranking_model_v1 = FeatureService(
     name="ranking_model_v1",
@@ -12,4 +12,15 @@ ranking_model_v1 = FeatureService(
     ),
     owner="team:personalization",
     description="Ranks candidate items for a customer: the customer's behaviour and context, the item's pull.",
+)
+
+# Labels: did the customer buy the item again within 30 days? Derived from the UCI data by
+# data/make_repurchase_labels.py (20,000 sampled purchases, deterministic).
+ranking_repurchase_train = TrainingSetSpec(
+    name="ranking_repurchase_train",
+    service="ranking_model_v1",
+    labels="data/repurchase_labels.parquet",
+    timestamp_column="event_timestamp",
+    owner="team:personalization",
+    description="ranking_model_v1 features as known at each purchase, with its 30-day repurchase label.",
 )

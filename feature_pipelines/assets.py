@@ -9,16 +9,17 @@ one run over the whole chain (pitfall P7) instead of one run per day. A feature 
 
 from datetime import date, timedelta
 from functools import cache
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
 
-from feature_pipelines import ingest, offline_store, quality
+from feature_pipelines import ingest, offline_store, quality, training
 from feature_pipelines.catalog import Catalog
 from feature_pipelines.compute import compute_partitions, raw_range_for
 from feature_pipelines.online_store import OnlineSchema, namespace_for
 from feature_pipelines.resources import FeatureStoreResource
-from feature_pipelines.spec import EVENT_DATE, PARTITION_DATE, BatchSource, FeatureView
+from feature_pipelines.spec import EVENT_DATE, PARTITION_DATE, BatchSource, FeatureView, TrainingSetSpec
 
 GX_CHECK = "gx_suite"
 POLICY = dg.BackfillPolicy.single_run()
@@ -229,9 +230,49 @@ def build_online_asset(view: FeatureView, catalog: Catalog) -> dg.AssetsDefiniti
     return _push
 
 
+def build_training_set_asset(spec: TrainingSetSpec, catalog: Catalog) -> dg.AssetsDefinition:
+    views = sorted({ref.view.name for ref in catalog.resolve_service(spec.service)})
+
+    @dg.asset(
+        key=dg.AssetKey(["training_sets", spec.name]),
+        deps=[feature_key(catalog.views[v]) for v in views],
+        group_name="training",
+        kinds={"polars", "parquet"},
+        owners=[spec.owner],
+        description=f"{spec.description}\n\nFeature service `{spec.service}`, point in time ({spec.mode}).",
+        metadata={"labels": spec.labels, "defined_at": spec.defined_at},
+    )
+    def _training_set(context: dg.AssetExecutionContext, store: FeatureStoreResource) -> dg.MaterializeResult:
+        labels = pl.read_parquet(spec.resolve_labels(catalog.base_dir))
+        result = training.build(
+            catalog,
+            spec.service,
+            labels,
+            store.settings.feature_table,
+            timestamp_column=spec.timestamp_column,
+            mode=spec.mode,
+        )
+        out = Path(store.lake_dir) / "training_sets" / spec.name / f"{context.run.run_id}.parquet"
+        manifest = result.write(out)
+        frame = result.frame
+        features = [f for read in result.manifest.views for f in read.features]
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": frame.height,
+                "path": dg.MetadataValue.path(str(out)),
+                "manifest": dg.MetadataValue.path(str(manifest)),
+                "delta_versions": dg.MetadataValue.json({r.view: r.delta_version for r in result.manifest.views}),
+                **{f"null_rate/{f}": round(frame[f].null_count() / max(frame.height, 1), 4) for f in features},
+            }
+        )
+
+    return _training_set
+
+
 def build_defs(catalog: Catalog) -> dg.Definitions:
     """Every asset of the catalog; resources and the executor are bound once, in definitions.py."""
     assets = [build_source_asset(s, catalog) for s in catalog.sources.values()]
     assets += [build_feature_asset(v, catalog) for v in catalog.views.values()]
     assets += [build_online_asset(v, catalog) for v in catalog.online_views]
+    assets += [build_training_set_asset(t, catalog) for t in catalog.training_sets.values()]
     return dg.Definitions(assets=assets)

@@ -23,10 +23,11 @@ from feature_pipelines.spec import (
     Entity,
     FeatureService,
     FeatureView,
+    TrainingSetSpec,
     WindowContext,
 )
 
-SPEC_TYPES = (Entity, BatchSource, FeatureView, FeatureService)
+SPEC_TYPES = (Entity, BatchSource, FeatureView, FeatureService, TrainingSetSpec)
 
 
 class CatalogError(ValueError):
@@ -51,6 +52,7 @@ class Catalog:
     sources: dict[str, BatchSource] = field(default_factory=dict)
     views: dict[str, FeatureView] = field(default_factory=dict)
     services: dict[str, FeatureService] = field(default_factory=dict)
+    training_sets: dict[str, TrainingSetSpec] = field(default_factory=dict)
     base_dir: Path = Path(".")
 
     def entity_of(self, view: FeatureView) -> Entity:
@@ -112,6 +114,7 @@ def _collect(modules: list[ModuleType], catalog: Catalog, problems: list[str]) -
         BatchSource: catalog.sources,
         FeatureView: catalog.views,
         FeatureService: catalog.services,
+        TrainingSetSpec: catalog.training_sets,
     }
     seen: dict[str, object] = {}
     for module in modules:
@@ -155,6 +158,17 @@ def validate(catalog: Catalog) -> list[str]:
                 problems.append(f"{where}: unknown feature view {view_name!r} in {ref!r}")
             elif feat != "*" and feat not in catalog.views[view_name].feature_names:
                 problems.append(f"{where}: view {view_name!r} has no feature {feat!r}")
+        if not problems:
+            names = [r.feature for r in _expand(service, catalog.views)]
+            for dup in sorted({n for n in names if names.count(n) > 1}):
+                problems.append(f"{where}: feature name {dup!r} comes from two views; rename one")
+    for ts in catalog.training_sets.values():
+        where = f"{ts.defined_at}: TrainingSetSpec {ts.name!r}"
+        problems.extend(_validate_owner(where, ts.owner))
+        if ts.service not in catalog.services:
+            problems.append(f"{where}: unknown feature service {ts.service!r}")
+        if not Path(ts.resolve_labels(catalog.base_dir)).exists():
+            problems.append(f"{where}: label table {ts.resolve_labels(catalog.base_dir)} does not exist")
     return problems
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -107,6 +108,64 @@ def _entity_columns(catalog, service: str, ids: list[str]) -> dict[str, list[Any
         for k in keys:
             columns[k].append(_parse_id(parts[k]) if k in parts else None)
     return columns
+
+
+@app.command("training-set")
+def training_set(
+    service: Annotated[str | None, typer.Argument(help="feature service (omit with --manifest)")] = None,
+    entities: Annotated[
+        Path | None, typer.Argument(help="Parquet: entity ids, a timezone-aware timestamp, labels")
+    ] = None,
+    output: Annotated[Path, typer.Option("-o", "--output", help="where to write the training set (Parquet)")] = Path(
+        "training_set.parquet"
+    ),
+    timestamp_column: Annotated[str, typer.Option(help="the entity rows' time column")] = "event_timestamp",
+    latest: Annotated[bool, typer.Option("--latest", help="latest known values instead of as known then")] = False,
+    manifest: Annotated[Path | None, typer.Option(help="rebuild exactly from this manifest")] = None,
+) -> None:
+    """Build a point-in-time correct training set (and its manifest), or rebuild one from a manifest."""
+    import polars as pl
+    from rich.progress import Progress
+
+    from feature_pipelines import training
+    from feature_pipelines.settings import Settings
+
+    catalog = _catalog()
+    if manifest is not None:
+        if entities is None and service is not None:  # `--manifest M.json ENTITIES`: one positional
+            entities, service = Path(service), None
+        recorded = training.Manifest.from_json(manifest.read_text())
+        service = recorded.service
+    if service is None or entities is None:
+        errors.print("[red]give SERVICE and ENTITIES (or --manifest M.json ENTITIES)[/red]")
+        raise typer.Exit(2)
+    frame = pl.read_parquet(entities)
+    n_views = len({r.view.name for r in catalog.resolve_service(service)})
+    with Progress(console=errors, transient=True) as progress:
+        task = progress.add_task(f"{service}: {frame.height:,} rows", total=n_views)
+
+        def step(what: str) -> None:
+            progress.update(task, description=f"{service}: {what}", advance=0)
+            progress.advance(task)
+
+        try:
+            if manifest is not None:
+                result = training.rebuild(catalog, recorded, frame, progress=step)
+            else:
+                result = training.build(
+                    catalog,
+                    service,
+                    frame,
+                    Settings().feature_table,
+                    timestamp_column=timestamp_column,
+                    mode="latest" if latest else "known",
+                    progress=step,
+                )
+        except (training.TrainingSetError, KeyError) as exc:
+            errors.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from exc
+    manifest_path = result.write(output)
+    console.print(f"{result.frame.height:,} rows x {result.frame.width} columns -> {output} (manifest {manifest_path})")
 
 
 @app.command()

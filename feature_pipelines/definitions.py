@@ -21,7 +21,7 @@ catalog = load_catalog()
 
 materialize_all = dg.define_asset_job(
     MAIN_JOB,
-    selection=dg.AssetSelection.all(),
+    selection=dg.AssetSelection.groups("raw", "features", "online"),
     description="Ingest, every feature partition of the run's range with its GE gate, then the online push.",
 )
 

@@ -260,6 +260,26 @@ class FeatureService:
     defined_at: str = field(default="", compare=False, repr=False)
 
 
+@dataclass(frozen=True, kw_only=True)
+@_located
+class TrainingSetSpec:
+    """A training set a model team can materialize from the Dagster UI: a feature service joined, point in
+    time, onto a label table (entity ids, a timezone-aware timestamp, labels)."""
+
+    name: str
+    service: str
+    labels: str
+    timestamp_column: str = "event_timestamp"
+    mode: Literal["known", "latest"] = "known"
+    owner: str
+    description: str
+    defined_at: str = field(default="", compare=False, repr=False)
+
+    def resolve_labels(self, base: Path) -> str:
+        path = Path(self.labels)
+        return str(path if path.is_absolute() else base / path)
+
+
 EVENT_DATE = "event_date"
 """Partition column of raw tables: the UTC date of the event, as `YYYY-MM-DD`."""
 PARTITION_DATE = "partition_date"

@@ -172,3 +172,19 @@ def test_bad_partition_fails_its_check_commits_nothing_and_keeps_redis(retail, p
         assert delta_partition(store_resource, v, DAY).equals(rows)
         assert store.serving_version(namespace_for(cat.views[v].sensitivity), v) == serving
     assert client.get_view("user_context", [12370, 12380]) + client.get_view("user_max_price", [12370]) == served_before
+
+
+def test_training_set_asset_from_the_declared_spec(retail, pg_instance, store_resource):
+    spec = retail.training_sets["ranking_repurchase_train"]
+    views = [feature_key(retail.views[v]) for v in ("user_purchase_behavior", "user_context", "item_popularity")]
+    assert run(retail, pg_instance, store_resource, views, first="2011-02-27", last="2011-03-04").success
+    result = run(retail, pg_instance, store_resource, [dg.AssetKey(["training_sets", spec.name])])
+    assert result.success
+    (mat,) = result.get_asset_materialization_events()
+    md = {k: v.value for k, v in mat.materialization.metadata.items()}
+    assert md["dagster/row_count"] == 20_000
+    frame = pl.read_parquet(md["path"])
+    early = frame.filter(pl.col("event_timestamp") < pl.datetime(2011, 3, 5, time_zone="UTC"))
+    assert early.height > 100 and early["units_sold_7d"].null_count() < early.height / 2
+    assert md["null_rate/units_sold_7d"] == round(frame["units_sold_7d"].null_count() / frame.height, 4)
+    assert md["delta_versions"] == {"item_popularity": 0, "user_context": 0, "user_purchase_behavior": 0}

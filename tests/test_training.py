@@ -143,3 +143,41 @@ def test_rebuild_from_manifest_is_identical_after_new_data(table, tmp_path):
     assert again.frame.equals(first.frame) and again.frame.equals(pl.read_parquet(path))
     with pytest.raises(TrainingSetError, match="not the ones the manifest was built from"):
         rebuild(CATALOG, manifest, frame.head(2))
+
+
+def test_cli_builds_and_rebuilds_from_the_manifest(table, tmp_path, monkeypatch):
+    """`fstore training-set` on the real catalog's service, against a tiny lake made here."""
+    from typer.testing import CliRunner
+
+    from feature_pipelines.cli import app
+
+    lake = tmp_path / "lake"
+    monkeypatch.setenv("FS_LAKE_DIR", str(lake))
+    frame = entities([(1, utc(2024, 1, 3)), (2, utc(2024, 1, 2, 6))], label=[1, 0])
+    entities_path = tmp_path / "entities.parquet"
+    frame.write_parquet(entities_path)
+    runner = CliRunner()
+    monkeypatch.setattr("feature_pipelines.catalog.load_catalog", lambda *a, **k: _catalog_in(lake, table))
+    out = tmp_path / "out.parquet"
+    first = runner.invoke(
+        app, ["training-set", "model", str(entities_path), "-o", str(out), "--timestamp-column", "ts"]
+    )
+    assert first.exit_code == 0, first.output
+    assert pl.read_parquet(out)["clicks"].to_list() == [11, 20]
+    write(str(lake / "features" / "clicks"), "2024-01-02", {1: 999})  # a later backfill
+    again = tmp_path / "again.parquet"
+    rebuilt = runner.invoke(
+        app,
+        ["training-set", "--manifest", str(out.with_suffix(".manifest.json")), str(entities_path), "-o", str(again)],
+    )
+    assert rebuilt.exit_code == 0, rebuilt.output
+    assert pl.read_parquet(again).equals(pl.read_parquet(out))
+
+
+def _catalog_in(lake, table):
+    import shutil
+
+    target = lake / "features" / "clicks"
+    if not target.exists():
+        shutil.copytree(table, target)
+    return CATALOG
