@@ -7,6 +7,7 @@ because the raw table is written only after every file has passed.
 from __future__ import annotations
 
 import glob
+import hashlib
 from datetime import date
 from pathlib import Path
 
@@ -25,6 +26,14 @@ def source_files(source: BatchSource, base_dir: Path) -> list[str]:
     if not files:
         raise SourceError(f"source {source.name!r}: no file matches {pattern}")
     return files
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def read_source(source: BatchSource, base_dir: Path) -> pl.DataFrame:

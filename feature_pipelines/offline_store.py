@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import date
 
 import polars as pl
-from deltalake import DeltaTable, write_deltalake
+from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
 
@@ -25,8 +25,17 @@ def partition_predicate(column: str, first: date | str, last: date | str) -> str
     return f"{column} >= '{first}' AND {column} <= '{last}'"
 
 
-def overwrite_partitions(uri: str, frame: pl.DataFrame, column: str, first: date | str, last: date | str) -> Commit:
-    """Replace the partitions `first..last` (inclusive) of `column` with `frame`, in one Delta commit."""
+def overwrite_partitions(
+    uri: str,
+    frame: pl.DataFrame,
+    column: str,
+    first: date | str,
+    last: date | str,
+    commit_metadata: dict[str, str] | None = None,
+) -> Commit:
+    """Replace the partitions `first..last` (inclusive) of `column` with `frame`, in one Delta commit.
+
+    `commit_metadata` lands in the commit's info (lineage: run id, source versions, definition hash)."""
     outside = frame.filter((pl.col(column) < str(first)) | (pl.col(column) > str(last))).height
     if outside:
         raise ValueError(f"{uri}: {outside} rows fall outside partitions {first}..{last} of {column!r}")
@@ -37,6 +46,7 @@ def overwrite_partitions(uri: str, frame: pl.DataFrame, column: str, first: date
         predicate=partition_predicate(column, first, last),
         partition_by=[column],
         schema_mode=None,
+        commit_properties=CommitProperties(custom_metadata=commit_metadata) if commit_metadata else None,
     )
     return Commit(version=DeltaTable(uri).version(), rows=frame.height)
 
@@ -76,3 +86,11 @@ def iter_partition(
         for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns, use_threads=False):
             if batch.num_rows:
                 yield pl.from_arrow(batch)  # type: ignore[misc]
+
+
+def commit_info(uri: str, version: int) -> dict:
+    """The commit info of one Delta version (timestamp, operation, and our lineage metadata)."""
+    for entry in DeltaTable(uri).history():
+        if entry.get("version") == version:
+            return entry
+    return {}

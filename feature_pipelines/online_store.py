@@ -22,7 +22,7 @@ import json
 import queue
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -42,6 +42,7 @@ BATCH = 25_000
 _PROMOTE = """
 local candidate = redis.call('HGET', KEYS[2], ARGV[1])
 if not candidate then return {'missing', ''} end
+if cjson.decode(candidate)['status'] ~= 'written' then return {'not_written', ''} end
 local current = redis.call('GET', KEYS[1])
 if current and ARGV[2] ~= '1' then
   local serving = redis.call('HGET', KEYS[2], current)
@@ -175,8 +176,12 @@ class OnlineStore:
         delta_version: int | None,
         run_id: str,
         definition_hash: str,
+        verify: Callable[[int], str | None] | None = None,
     ) -> PushResult:
-        """Write every batch as a new version, then promote it unless a fresher partition is serving."""
+        """Write every batch as a new version, then promote it unless a fresher partition is serving.
+
+        `verify(version)` runs after the version is complete and before the promotion; a message back
+        rejects the version (it is kept for inspection, never served, pruned like any other)."""
         started = time.perf_counter()
         ns, view = schema.namespace, schema.view
         version = int(self.r.incr(control_key(ns, view, "seq")))
@@ -200,6 +205,21 @@ class OnlineStore:
         meta.status = "written"
         meta.written_at = time.time()
         self.r.hset(versions_key, str(version), meta.to_json())
+        rejection = verify(version) if verify else None
+        if rejection:
+            meta.status = "rejected"
+            meta.extra["rejected"] = rejection
+            self.r.hset(versions_key, str(version), meta.to_json())
+            return PushResult(
+                view,
+                version,
+                meta.rows,
+                time.perf_counter() - started,
+                False,
+                self.serving_version(ns, view),
+                f"rejected: {rejection}",
+                self.prune(ns, view),
+            )
         outcome, previous = self._promote_script(ns, view, version, force=False)
         removed = self.prune(ns, view)
         serving = self.serving_version(ns, view)

@@ -140,6 +140,19 @@ class OnlineClient:
                 return _decode_plain(served, values[1:])
         return self._read([(view, ns, list(ids), None)], len(ids))
 
+    def get_version(
+        self, view: str, version: int, ids: Sequence[Any], namespace: str | None = None
+    ) -> list[FeatureRow]:
+        """A given version of a view, served or not (for checks and audits, not for serving)."""
+        ns = namespace or self._namespace(view)
+        raw = self.r.hget(control_key(ns, view, "versions"), str(version))
+        if raw is None:
+            raise OnlineStoreError(f"view {view!r} has no version {version} in Redis at {self.url}")
+        served = _served_from(VersionMeta.from_json(raw), ns, view)
+        keys = [f"{served.prefix}{i}}}" for i in ids]
+        values = self.r.mget_nonatomic(keys) if self._cluster else self.r.mget(keys)
+        return self._decode([(view, ns, list(ids), None)], [served], values, len(ids))
+
     def get_service(self, service: str, entities: dict[str, Sequence[Any]]) -> list[FeatureRow]:
         """Features of a feature service for aligned entity rows, e.g. `{"customer_id": [...]}`."""
         if self.catalog is None:
@@ -183,18 +196,7 @@ class OnlineClient:
         raw = self.r.hget(control_key(ns, view, "versions"), current)
         if raw is None:
             raise OnlineStoreError(f"view {view!r}: serving version {current.decode()} has no metadata")
-        meta = VersionMeta.from_json(raw)
-        converters = [_converter(d) for d in meta.schema.dtypes]
-        served = _Served(
-            version=meta.version,
-            schema=meta.schema,
-            prefix=f"{ns}:{view}:{meta.version}:{{",
-            converters=converters,
-            pointer=control_key(ns, view, "current"),
-            version_bytes=str(meta.version).encode(),
-            row=row_type(tuple(meta.schema.features)),
-            plain=not any(converters),
-        )
+        served = _served_from(VersionMeta.from_json(raw), ns, view)
         self._served[view] = served
         return served
 
@@ -249,6 +251,20 @@ class OnlineClient:
             pos += n
         row = row_type(tuple(out_names))
         return [row(values_) for values_ in columns]
+
+
+def _served_from(meta: VersionMeta, ns: str, view: str) -> _Served:
+    converters = [_converter(d) for d in meta.schema.dtypes]
+    return _Served(
+        version=meta.version,
+        schema=meta.schema,
+        prefix=f"{ns}:{view}:{meta.version}:{{",
+        converters=converters,
+        pointer=control_key(ns, view, "current"),
+        version_bytes=str(meta.version).encode(),
+        row=row_type(tuple(meta.schema.features)),
+        plain=not any(converters),
+    )
 
 
 def _decode_plain(served: _Served, values: list[bytes | None]) -> list[FeatureRow]:

@@ -136,18 +136,27 @@ class Expectation:
 class Feature:
     """One feature column: its dtype, meaning and what valid values look like.
 
-    `nullable=False` (the default) makes a null a blocking failure; `min`/`max` and `allowed` become GE
-    range and set expectations; `expectations` adds any other GE expectation.
+    Each becomes a Great Expectations expectation with this feature's `severity` (blocking stops the
+    online push; warn is recorded and the run goes on): `nullable=False` (the default) allows no null,
+    `max_null_fraction` allows that share; `min`/`max` and `allowed` are range and set checks; `unique`
+    means unique per partition; `expectations` adds any other GE expectation with its own severity.
+    `drift_threshold` is the PSI (numeric) or Jensen-Shannon distance (categorical) above which the drift
+    check warns. `inputs` names the source columns the feature is computed from (column lineage).
     """
 
     name: str
     dtype: pl.DataType | type[pl.DataType]
     description: str
     nullable: bool = False
+    max_null_fraction: float | None = None
     min: float | int | None = None
     max: float | int | None = None
     allowed: tuple[Any, ...] | None = None
+    unique: bool = False
     expectations: tuple[Expectation, ...] = ()
+    severity: Severity = "blocking"
+    drift_threshold: float | None = None
+    inputs: tuple[str, ...] = ()
     sensitivity: Sensitivity | None = None
     defined_at: str = field(default="", compare=False, repr=False)
 
@@ -190,6 +199,11 @@ class FeatureView:
         online_ttl: how long a pushed value may be served (Redis key expiry), refreshed by every push.
         offline_lookback: how far back a point-in-time join may look for a row of this view.
         version: bump it when the meaning of a feature changes; it is part of the definition hash.
+        max_source_lag: the freshness check warns when the newest source event a partition saw is older
+            than this at the partition's end.
+        min_completeness: the completeness check warns when fewer than this share of the entities active
+            on the partition's day got a row.
+        skew_sample: how many entities the skew check compares between Redis and Delta after a push.
     """
 
     name: str
@@ -207,6 +221,9 @@ class FeatureView:
     online: bool = True
     online_ttl: timedelta | None = timedelta(days=2)
     offline_lookback: timedelta = timedelta(days=2)
+    max_source_lag: timedelta = timedelta(days=3)
+    min_completeness: float = 0.9
+    skew_sample: int = 200
     defined_at: str = field(default="", compare=False, repr=False)
 
     @property

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from datetime import timedelta
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
@@ -157,11 +159,14 @@ def test_bad_partition_fails_its_check_commits_nothing_and_keeps_redis(retail, p
     evaluations = {e.asset_key.path[-1]: e for e in result.get_asset_check_evaluations()}
     assert not evaluations["user_context"].passed and not evaluations["user_max_price"].passed
     failures = evaluations["user_context"].metadata["failures"].value
-    assert "expect_column_values_to_be_in_set on column 'country'" in failures and "Atlantis" in failures
-    assert "expect_column_values_to_not_be_null on column 'locale'" in failures
-    assert "expect_column_values_to_be_between on column 'max_unit_price'" in (
-        evaluations["user_max_price"].metadata["failures"].value
-    )
+    # The UI shows the expectation, the column, the observed value and the offending rows.
+    assert "**expect_column_values_to_be_in_set** on `country` [blocking]: observed" in failures
+    assert f"| customer_id | partition_date | country |\n|---|---|---|\n| {customer} | {DAY} | Atlantis |" in failures
+    assert "**expect_column_values_to_not_be_null** on `locale`" in failures
+    price = evaluations["user_max_price"].metadata["failures"].value
+    assert "**expect_column_values_to_be_between** on `max_unit_price`" in price and "5000.0" in price
+    result_file = evaluations["user_context"].metadata["validation_result"].value
+    assert json.loads(Path(result_file).read_text())["passed"] is False  # the GE result, kept per run
     record = pg_instance.get_latest_asset_check_evaluation_record(
         dg.AssetCheckKey(feature_key(cat.views["user_context"]), GX_CHECK)
     )
