@@ -168,6 +168,66 @@ def training_set(
     console.print(f"{result.frame.height:,} rows x {result.frame.width} columns -> {output} (manifest {manifest_path})")
 
 
+@app.command("catalog")
+def catalog_command(
+    fmt: Annotated[str, typer.Option("--format", help="table, json or markdown")] = "table",
+    static: Annotated[bool, typer.Option("--static", help="only the declared contract, no live state")] = False,
+    output: Annotated[Path | None, typer.Option(help="write to this file instead of printing")] = None,
+) -> None:
+    """List every feature: dtype, description, owner, sensitivity, TTLs, version, online, freshness."""
+    from feature_pipelines import catalog_listing
+    from feature_pipelines.settings import Settings
+
+    catalog = _catalog()
+    listing = catalog_listing.rows(catalog, None if static else Settings().feature_table)
+    if fmt == "table":
+        table = Table(title="feature catalog", box=box.SIMPLE)
+        for col in listing[0]:
+            table.add_column(col, overflow="fold")
+        for row in listing:
+            table.add_row(*[str(v) for v in row.values()])
+        console.print(table)
+        return
+    try:
+        text = catalog_listing.render(listing, fmt)
+    except ValueError as exc:
+        errors.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    if output:
+        output.write_text(text)
+        console.print(f"wrote {output}")
+    else:
+        sys.stdout.write(text)
+
+
+@app.command("lineage")
+def lineage_command(
+    target: Annotated[str, typer.Argument(help="a Redis key (fs:VIEW:N:{ID}), VIEW:FEATURE, or VIEW")],
+) -> None:
+    """Print the chain: online version -> Delta table and version -> Dagster runs -> sources -> definition."""
+    import os
+
+    from feature_pipelines import lineage
+    from feature_pipelines.online_store import OnlineStore, OnlineStoreError, connect
+    from feature_pipelines.settings import Settings
+
+    catalog = _catalog()
+    instance = None
+    if os.environ.get("DAGSTER_HOME"):
+        import dagster as dg
+
+        instance = dg.DagsterInstance.get()
+    try:
+        links = lineage.chain(catalog, OnlineStore(connect(Settings().redis_url)), target, instance)
+    except (KeyError, OnlineStoreError) as exc:
+        errors.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    for i, link in enumerate(links):
+        console.print(f"{'  ' * i}{'└─ ' if i else ''}[bold]{link.what}[/bold]")
+        for name, value in link.facts.items():
+            console.print(f"{'  ' * i}   {name}: {value}", soft_wrap=True, highlight=False)
+
+
 @app.command()
 def versions(view: Annotated[str, typer.Argument(help="online feature view")]) -> None:
     """List the kept online versions of a view and which one serves."""

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from feature_pipelines import offline_store
-from feature_pipelines.assets import GX_CHECK, feature_key, partitions_for
+from feature_pipelines.assets import partitions_for
 from feature_pipelines.catalog import Catalog
 from feature_pipelines.online_store import OnlineStore, connect, namespace_for
 from feature_pipelines.serving import OnlineClient
@@ -57,17 +57,18 @@ def summary(catalog: Catalog, settings: Settings, instance: dg.DagsterInstance, 
     console.print(tables)
 
     checks = Table(title="Checks (latest evaluation)")
-    for col in ("check", "passed", "details"):
+    for col in ("asset", "check", "passed", "details"):
         checks.add_column(col)
-    for view in catalog.views.values():
-        rec = instance.get_latest_asset_check_evaluation_record(dg.AssetCheckKey(feature_key(view), GX_CHECK))
+    from feature_pipelines.definitions import defs
+
+    for check_key in sorted(defs.resolve_asset_graph().asset_check_keys, key=lambda k: (k.asset_key.path, k.name)):
+        rec = instance.get_latest_asset_check_evaluation_record(check_key)
         ev = rec.evaluation if rec else None
         if ev is None or not hasattr(ev, "passed"):
-            checks.add_row(f"{view.name}:{GX_CHECK}", "not evaluated", "")
             continue
         md = {k: v.value for k, v in ev.metadata.items()}
-        details = f"{md.get('expectations')} expectations on {md.get('rows')} rows, {md.get('failed')} failed"
-        checks.add_row(f"{view.name}:{GX_CHECK}", str(ev.passed), details)
+        details = ", ".join(f"{k}={v}" for k, v in md.items() if isinstance(v, int | float) and "/" not in k)
+        checks.add_row(check_key.asset_key.to_user_string(), check_key.name, str(ev.passed), details[:90])
     console.print(checks)
 
     store = OnlineStore(connect(settings.redis_url))
@@ -100,7 +101,8 @@ def summary(catalog: Catalog, settings: Settings, instance: dg.DagsterInstance, 
             f"[bold]Sample lookup[/bold] get_service({service!r}, customer_id=[{some_user}, -1], "
             f"stock_code=['85123A', 'NOPE']):"
         )
-        console.print(row)
+        for r in row:
+            console.print(r.to_dict(), soft_wrap=True)
 
 
 def _table_row(table: Table, name: str, uri: str, part_col: str) -> None:
