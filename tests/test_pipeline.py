@@ -9,43 +9,13 @@ from pathlib import Path
 
 import dagster as dg
 import polars as pl
-import pytest
 
 from feature_pipelines import offline_store
-from feature_pipelines.assets import GX_CHECK, build_defs, feature_key, online_key, raw_key
+from feature_pipelines.assets import GX_CHECK, feature_key, raw_key
 from feature_pipelines.online_store import OnlineStore, connect, namespace_for
 from feature_pipelines.serving import OnlineClient
 from feature_pipelines.spec import Feature, FeatureView
-from tests.conftest import real_data, with_source_file
-
-RANGE = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
-DAY = "2011-03-01"
-
-
-def run(catalog, instance, store, keys, *, partition=None, first=None, last=None):
-    defs = build_defs(catalog)
-    assets = [a for a in defs.assets if any(k in a.keys for k in keys)]
-    tags = {RANGE[0]: first, RANGE[1]: last} if first else None
-    return dg.materialize(
-        assets, instance=instance, partition_key=partition, tags=tags, resources={"store": store}, raise_on_error=False
-    )
-
-
-def chain(catalog, view_names=None):
-    views = [catalog.views[v] for v in (view_names or catalog.views)]
-    return [k for v in views for k in (feature_key(v), online_key(v))]
-
-
-@pytest.fixture
-def retail(tmp_path, catalog, pg_instance, store_resource):
-    """Raw table holding Dec 2010 to early March 2011 of the real data."""
-    path = tmp_path / "retail.parquet"
-    real_data(None, "2011-03-05").write_parquet(path)
-    cat = with_source_file(catalog, path)
-    source = cat.sources["online_retail"]
-    res = run(cat, pg_instance, store_resource, [raw_key(source)], first="2010-12-01", last="2011-03-05")
-    assert res.success
-    return cat
+from tests.conftest import DAY, chain, real_data, run, with_source_file
 
 
 def delta_partition(store, view, day):
