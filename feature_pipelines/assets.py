@@ -26,6 +26,10 @@ from feature_pipelines.spec import EVENT_DATE, PARTITION_DATE, BatchSource, Feat
 
 GX_CHECK = "gx_suite"
 POLICY = dg.BackfillPolicy.single_run()
+RETRY = dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+"""Transient Redis and I/O errors are retried with backoff; a failed quality gate is not (allow_retries=False)."""
+REDIS_POOL = "redis_writes"
+"""Concurrency pool of online pushes: limits in dagster.yaml keep backfills from flooding Redis."""
 
 
 def raw_key(source: BatchSource) -> dg.AssetKey:
@@ -67,6 +71,7 @@ def build_source_asset(source: BatchSource, catalog: Catalog) -> dg.AssetsDefini
         backfill_policy=POLICY,
         group_name="raw",
         kinds={"polars", "deltalake"},
+        retry_policy=RETRY,
         owners=[source.owner] if source.owner else None,
         description=f"{source.description}\n\nRaw rows of `{source.location}`, event time in UTC, by day.",
         metadata={"source_location": source.location, "defined_at": source.defined_at},
@@ -154,9 +159,16 @@ def build_feature_asset(view: FeatureView, catalog: Catalog) -> dg.AssetsDefinit
 
     @dg.asset(
         key=key,
-        deps=[raw_key(source)],
+        deps=[
+            dg.AssetDep(
+                raw_key(source),
+                # Partition D reads the raw days D - lookback .. D: a late file re-dirties every day after it.
+                partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-view.lookback.days, end_offset=0),
+            )
+        ],
         partitions_def=partitions_for(source),
         backfill_policy=POLICY,
+        retry_policy=RETRY,
         group_name="features",
         kinds={"polars", "deltalake"},
         owners=[view.owner],
@@ -191,6 +203,7 @@ def build_feature_asset(view: FeatureView, catalog: Catalog) -> dg.AssetsDefinit
             raise dg.Failure(
                 description=f"GE gate failed; nothing was written to Delta.\n{report.summary()}",
                 metadata=gate_meta,
+                allow_retries=False,
             )
         uri = store.settings.feature_table(view.name)
         commit = offline_store.overwrite_partitions(
@@ -337,6 +350,8 @@ def build_online_asset(view: FeatureView, catalog: Catalog) -> dg.AssetsDefiniti
         deps=[feature_key(view)],
         partitions_def=partitions_for(source),
         backfill_policy=POLICY,
+        retry_policy=RETRY,
+        pool=REDIS_POOL,
         group_name="online",
         kinds={"redis"},
         owners=[view.owner],
@@ -400,7 +415,9 @@ def build_online_asset(view: FeatureView, catalog: Catalog) -> dg.AssetsDefiniti
         }
         if result.reason.startswith("rejected"):
             yield dg.AssetCheckResult(check_name="skew", passed=False, metadata=skew_meta)
-            raise dg.Failure(f"{view.name}: version {result.version} not promoted, {result.reason}")
+            raise dg.Failure(
+                f"{view.name}: version {result.version} not promoted, {result.reason}", allow_retries=False
+            )
         context.log.info(
             f"{view.name}: wrote version {result.version} ({result.rows} keys, {result.seconds:.2f}s); "
             f"{'promoted' if result.promoted else 'not promoted: ' + result.reason}"

@@ -11,6 +11,7 @@ warnings.filterwarnings("ignore", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
 from feature_pipelines.assets import build_defs  # noqa: E402
+from feature_pipelines.automation import build_automation_defs, with_automation  # noqa: E402
 from feature_pipelines.catalog import load_catalog  # noqa: E402
 from feature_pipelines.jobs import build_rollback_job  # noqa: E402
 from feature_pipelines.resources import FeatureStoreResource  # noqa: E402
@@ -26,7 +27,8 @@ materialize_all = dg.define_asset_job(
 )
 
 defs = dg.Definitions.merge(
-    build_defs(catalog),
+    with_automation(build_defs(catalog), catalog),
+    build_automation_defs(catalog),
     dg.Definitions(
         jobs=[materialize_all, build_rollback_job(catalog)],
         resources={"store": FeatureStoreResource.from_settings()},

@@ -204,6 +204,7 @@ class FeatureView:
         min_completeness: the completeness check warns when fewer than this share of the entities active
             on the partition's day got a row.
         skew_sample: how many entities the skew check compares between Redis and Delta after a push.
+        freshness_sla: how long after its day ends a partition must be in Delta and serving in Redis.
     """
 
     name: str
@@ -224,6 +225,7 @@ class FeatureView:
     max_source_lag: timedelta = timedelta(days=3)
     min_completeness: float = 0.9
     skew_sample: int = 200
+    freshness_sla: timedelta = timedelta(hours=12)
     defined_at: str = field(default="", compare=False, repr=False)
 
     @property
