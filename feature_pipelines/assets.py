@@ -113,11 +113,14 @@ REFERENCE_PARTITIONS = 28
 """Drift compares the newest partition with this many partitions before it."""
 
 
-def _feature_check_specs(key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
+def _feature_check_specs(key: dg.AssetKey, partitions: dg.PartitionsDefinition) -> list[dg.AssetCheckSpec]:
     return [
+        # Partitioned (preview in 1.13) so that `all_deps_blocking_checks_passed` can tell, per partition,
+        # whether the push may follow (pitfall P4).
         dg.AssetCheckSpec(
             GX_CHECK,
             asset=key,
+            partitions_def=partitions,
             blocking=True,
             description="Blocking GE expectations from the spec; run before the Delta commit.",
         ),
@@ -176,7 +179,7 @@ def build_feature_asset(view: FeatureView, catalog: Catalog) -> dg.AssetsDefinit
         code_version=f"{view.version}-{view.definition_hash()}",
         description=view.description,
         metadata={"defined_at": view.defined_at, "entity": entity.name, "online": view.online},
-        check_specs=_feature_check_specs(key),
+        check_specs=_feature_check_specs(key, partitions_for(source)),
     )
     def _features(context: dg.AssetExecutionContext, store: FeatureStoreResource):
         days = _days(context)
