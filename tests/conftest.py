@@ -20,6 +20,7 @@ from feature_pipelines.resources import FeatureStoreResource
 ROOT = Path(__file__).resolve().parent.parent
 TEST_REDIS_URL = os.environ.get("FS_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 TEST_PG_URL = os.environ.get("FS_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+"""Server of the test databases: each session creates its own database there and drops it afterwards."""
 REAL_DATA = ROOT / "feature_defs" / "data" / "online_retail.parquet"
 
 
@@ -52,11 +53,34 @@ def catalog() -> Catalog:
 
 
 @pytest.fixture(scope="session")
-def pg_instance(tmp_path_factory) -> dg.DagsterInstance:
+def pg_url() -> str:
+    """A fresh database on the real PostgreSQL for this test session, dropped at the end."""
+    import uuid
+
+    import psycopg2
+
+    admin = os.environ.get("FS_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    name = f"fs_test_{uuid.uuid4().hex[:10]}"
+    try:
+        conn = psycopg2.connect(admin)
+    except psycopg2.OperationalError as exc:
+        pytest.fail(f"tests need PostgreSQL at {admin} (set FS_TEST_PG_ADMIN_URL); .ci/run starts it: {exc}")
+    conn.autocommit = True
+    conn.cursor().execute(f"CREATE DATABASE {name}")
+    yield TEST_PG_URL.rsplit("/", 1)[0] + "/" + name
+    conn.cursor().execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (name,)
+    )
+    conn.cursor().execute(f"DROP DATABASE IF EXISTS {name}")
+    conn.close()
+
+
+@pytest.fixture(scope="session")
+def pg_instance(tmp_path_factory, pg_url) -> dg.DagsterInstance:
     """A Dagster instance configured by the project's own dagster.yaml, on the real PostgreSQL."""
     home = tmp_path_factory.mktemp("dagster_home")
     shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
-    os.environ["DAGSTER_PG_URL"] = TEST_PG_URL
+    os.environ["DAGSTER_PG_URL"] = pg_url
     instance = dg.DagsterInstance.from_config(str(home))
     yield instance
     instance.dispose()
