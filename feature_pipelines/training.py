@@ -22,7 +22,7 @@ import io
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote
@@ -253,7 +253,8 @@ def _point_in_time(
 ) -> pl.DataFrame:
     """One row per `left` row (same order): the view's features as of `left.__ts`."""
     lookback = view.offline_lookback
-    lo = (left["__ts"].min() - lookback).date().isoformat()  # type: ignore[operator]
+    # Partition D describes D+1 00:00, so the oldest partition a row can use is the day before its horizon.
+    lo = (left["__ts"].min() - lookback - timedelta(days=1)).date().isoformat()  # type: ignore[operator]
     hi = left["__ts"].max().date().isoformat()  # type: ignore[union-attr]
     in_range = [f for f in file_history(uri, version) if lo <= f.partition <= hi]
     if mode == "latest":

@@ -100,6 +100,11 @@ def test_hand_computed_point_in_time_values(table):
     assert result.frame.select("user_id", "ts", "label").equals(frame)  # order, count and labels kept
 
 
+def test_lookback_boundary_alone(table):
+    # The only row: the partition of 01-02 (describing 01-03 00:00) is exactly at the lookback horizon.
+    assert values(table, entities([(1, utc(2024, 1, 5))])) == [11]
+
+
 def test_timezone_aware_input_in_another_zone(table):
     berlin = pl.DataFrame({"user_id": [1], "ts": [datetime(2024, 1, 2, 1, 0)]}).with_columns(
         pl.col("ts").dt.replace_time_zone("Europe/Berlin")

@@ -26,8 +26,15 @@ from tests.conftest import ROOT, run
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 DAYS = ["2011-03-01", "2011-03-02", "2011-03-03"]
 
 
@@ -50,9 +57,21 @@ def dagster_ui(tmp_path, redis_url, pg_url, pg_instance):
     }
     log = open(tmp_path / "dagster_dev.log", "w")  # noqa: SIM115 - closed in the finally below
     proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "dagster"), "dev", "-w", str(ROOT / "workspace.yaml"),
-         "-h", "127.0.0.1", "-p", str(port)],
-        cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            str(Path(sys.executable).parent / "dagster"),
+            "dev",
+            "-w",
+            str(ROOT / "workspace.yaml"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        cwd=home,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -84,8 +103,9 @@ def test_backfill_three_days_from_the_ui(dagster_ui, catalog, store_resource, pg
     instance = pg_instance  # the same PostgreSQL storage the webserver and daemon use
     # The raw days the item view reads for those 3 days (30-day windows), ingested beforehand.
     store = store_resource.model_copy(update={"lake_dir": env["FS_LAKE_DIR"]})
-    assert run(catalog, instance, store, [raw_key(catalog.sources["online_retail"])], first="2011-01-30",
-               last=DAYS[-1]).success
+    assert run(
+        catalog, instance, store, [raw_key(catalog.sources["online_retail"])], first="2011-01-30", last=DAYS[-1]
+    ).success
     before = {b.backfill_id for b in instance.get_backfills()}
     ARTIFACTS.mkdir(exist_ok=True)
 
