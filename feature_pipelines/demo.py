@@ -41,7 +41,12 @@ def run_main_job(
     first, last = first or keys[0], last or keys[-1]
     job = defs.resolve_job_def(MAIN_JOB)
     started = time.perf_counter()
-    result = job.execute_in_process(instance=instance, tags={RANGE_START: first, RANGE_END: last}, raise_on_error=False)
+    result = job.execute_in_process(
+        instance=instance,
+        tags={RANGE_START: first, RANGE_END: last},
+        raise_on_error=False,
+        run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},  # step logs, not event noise
+    )
     return RunOutcome(result.success, result.run_id, time.perf_counter() - started, first, last)
 
 
