@@ -159,13 +159,18 @@ def main() -> None:
         r = redis.Redis.from_url(server.url)
         r.flushall()
         base_mem = r.info("memory")["used_memory"]
+        # Best of two runs for both sides: the ratio then compares the two paths, not a scheduling hiccup.
         seconds, rows = materialize(server.url, uri)
         # Control keys (pointer, metadata, counter) are a few hundred bytes in all; everything else is data.
         bytes_per_entity = (r.info("memory")["used_memory"] - base_mem) / rows
+        r.flushall()
+        seconds = min(seconds, materialize(server.url, uri)[0])
         read = reads(server.url, n)
         version = int(r.get("fs:{bench_user}:current"))
-        r.flushall()
-        base_seconds = baseline_mset(server.url, uri, version)
+        base_seconds = float("inf")
+        for _ in range(2):
+            r.flushall()
+            base_seconds = min(base_seconds, baseline_mset(server.url, uri, version))
         base_bytes = (r.info("memory")["used_memory"] - base_mem) / n
         r.flushall()
         rss = peak_rss_10m(server.url)
@@ -329,7 +334,8 @@ def render(r: dict) -> str:
         "",
         f"Measured {r['measured_at']} by `make bench` on {r['machine']['cores']} cores, Python "
         f"{r['machine']['python']}, Redis {r['machine']['redis']}; {r['entities']:,} entities x {r['features']} "
-        "features (10 int64, 8 float64, 2 string). Baselines run in the same invocation, on the same data.",
+        "features (10 int64, 8 float64, 2 string). Baselines run in the same invocation, on the same data; "
+        "throughputs are the best of two runs on each side.",
         "",
         "| figure | value | baseline | target | measured | met |",
         "|---|---|---|---|---|---|",

@@ -18,6 +18,7 @@ from typing import Any
 import msgpack
 import numpy as np
 import redis
+from redis.cluster import RedisCluster
 
 from feature_pipelines.catalog import Catalog
 from feature_pipelines.online_store import (
@@ -122,7 +123,7 @@ class OnlineClient:
         self.catalog = catalog
         self._served: dict[str, _Served] = {}
         self._namespaces: dict[str, str] = {}
-        self._cluster = not hasattr(self.r, "connection_pool") or type(self.r).__name__ == "RedisCluster"
+        self._cluster = isinstance(self.r, RedisCluster)
 
     # -- public API ---------------------------------------------------------------------------------
     def get_view(self, view: str, ids: Sequence[Any], namespace: str | None = None) -> list[FeatureRow]:
