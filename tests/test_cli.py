@@ -126,3 +126,31 @@ def test_rollback_job(served, catalog, redis_url, pg_instance, tmp_path):
     assert result.success
     assert served.serving_version("fss", "user_context") == 1
     assert SCHEMA.view == "toy"
+
+
+def test_a_service_read_is_one_round_trip(served, catalog, redis_url, r):
+    """Three views, two entity kinds, 1,000 entity rows: one MGET once the versions are known."""
+    from feature_pipelines.assets import online_schema
+    from feature_pipelines.serving import OnlineClient
+
+    behavior = online_schema(catalog.views["user_purchase_behavior"], catalog)
+    frame = pl.DataFrame({"customer_id": range(1000), **{f: [1] * 1000 for f in behavior.features}}).with_columns(
+        [
+            pl.col(f).cast(pl.Float64)
+            for f in behavior.features
+            if catalog.views["user_purchase_behavior"].feature(f).dtype == pl.Float64
+        ]
+    )
+    served.push(
+        behavior, [frame], partition="2011-12-09", delta_table="/x", delta_version=None, run_id="r", definition_hash="h"
+    )
+    client = OnlineClient(redis_url, catalog)
+    entities = {"customer_id": list(range(1000)), "stock_code": ["85123A"] * 1000}
+    client.get_service("ranking_model_v1", entities)  # learns the serving versions
+    r.config_resetstat()
+    rows = client.get_service("ranking_model_v1", entities)
+    stats = r.info("commandstats")
+    assert stats["cmdstat_mget"]["calls"] == 1
+    others = {k: v["calls"] for k, v in stats.items() if k != "cmdstat_mget" and not k.startswith("cmdstat_config")}
+    assert others == {}, others  # nothing else was sent
+    assert len(rows) == 1000 and rows[999]["invoices_7d"] == 1 and rows[999]["revenue_30d"] == 9.0
