@@ -101,6 +101,7 @@ def test_old_versions_are_pruned_without_scan(r, redis_url, tmp_path):
 
     uri = str(tmp_path / "toy")
     store = OnlineStore(connect(redis_url), versions_kept=2)
+    r.config_resetstat()
     versions = []
     for day in (1, 2, 3, 4):
         df = frame(50, day).with_columns(pl.lit(f"2011-01-0{day}").alias("partition_date"))
