@@ -88,6 +88,12 @@ def _normalize(frame: pl.DataFrame, source: BatchSource) -> pl.DataFrame:
         else pl.col(ts)
     ).dt.convert_time_zone("UTC")
     out = frame.with_columns(utc.dt.cast_time_unit("us"))
+    lost = out[ts].null_count()
+    if lost:
+        raise SourceError(
+            f"source {source.name!r}: {lost} rows of {ts!r} do not exist in {source.timezone} "
+            "(a clock-change gap); fix the file or declare the right timezone"
+        )
     out = out.rename({c: source.column(c) for c in out.columns})
     tcol = source.event_time_column
     return out.with_columns(pl.col(tcol).dt.date().cast(pl.String).alias(EVENT_DATE))

@@ -205,7 +205,8 @@ class OnlineStore:
         meta.status = "written"
         meta.written_at = time.time()
         self.r.hset(versions_key, str(version), meta.to_json())
-        rejection = verify(version) if verify else None
+        rejection = "the partition has no rows; the serving version stays" if meta.rows == 0 else None
+        rejection = rejection or (verify(version) if verify else None)
         if rejection:
             meta.status = "rejected"
             meta.extra["rejected"] = rejection

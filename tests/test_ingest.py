@@ -109,3 +109,15 @@ def test_failed_ingest_commits_nothing(tmp_path, catalog, store_resource, pg_ins
     assert "bad.parquet: missing column(s) ['Country']" in messages
     assert offline_store.table_version(uri) == before
     assert pl.read_delta(uri).sort(pl.all()).equals(content)
+
+
+def test_a_time_in_a_clock_change_gap_is_an_error(tmp_path, catalog):
+    from datetime import datetime
+
+    path = tmp_path / "retail.parquet"
+    frame = real_data("2011-03-24", "2011-03-24").head(5)
+    # 2011-03-27 01:30 does not exist in London: clocks jumped from 01:00 to 02:00.
+    frame.with_columns(pl.lit(datetime(2011, 3, 27, 1, 30)).alias("InvoiceDate")).write_parquet(path)
+    gap = with_source_file(catalog, path)
+    with pytest.raises(SourceError, match="5 rows of 'InvoiceDate' do not exist in Europe/London"):
+        read_source(gap.sources["online_retail"], gap.base_dir)

@@ -187,3 +187,11 @@ def test_a_crashed_push_is_never_served(r, redis_url):
 def test_unreachable_redis_names_the_url():
     with pytest.raises(OnlineStoreError, match="cannot reach Redis at redis://127.0.0.1:1/0"):
         OnlineClient("redis://127.0.0.1:1/0")
+
+
+def test_an_empty_partition_is_never_promoted(redis_url):
+    store = OnlineStore(connect(redis_url))
+    good = push(store, frame(3, 1), "2011-01-01")
+    empty = push(store, frame(0, 2), "2011-01-02")
+    assert not empty.promoted and "no rows" in empty.reason
+    assert store.serving_version("fs", "toy") == good.version
