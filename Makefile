@@ -38,5 +38,6 @@ lint: install
 format: install
 	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
 
-clean:
-	rm -rf lake .dagster_home
+clean:  ## drop the lake and the demo instance's history (its committed dagster.yaml stays)
+	rm -rf lake
+	find .dagster_home -mindepth 1 ! -name dagster.yaml -exec rm -rf {} +

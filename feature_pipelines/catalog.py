@@ -200,7 +200,11 @@ def _validate_view(view: FeatureView, catalog: Catalog) -> list[str]:
     names = [f.name for f in view.features]
     for dup in sorted({n for n in names if names.count(n) > 1}):
         problems.append(f"{where}: feature {dup!r} is declared twice")
+    raw_columns = catalog.sources[view.source_name].raw_schema if view.source_name in catalog.sources else {}
     for feat in view.features:
+        unknown = [c for c in feat.inputs if raw_columns and c not in raw_columns]
+        if unknown:
+            problems.append(f"{feat.defined_at}: feature {view.name}:{feat.name}: inputs {unknown} are not raw columns")
         if not feat.description.strip():
             problems.append(f"{feat.defined_at}: feature {view.name}:{feat.name} has no description")
         if feat.sensitivity is not None and feat.sensitivity not in SENSITIVITIES:

@@ -132,3 +132,9 @@ svc = FeatureService(name="ranker", features=("user_clicks:nope",), owner="team:
 def test_every_problem_is_reported_at_once(tmp_path):
     body = HEADER + GOOD_VIEW.replace('owner="team:ml"', 'owner=""').replace("entity=user", 'entity="shopper"')
     assert len(problems_of(tmp_path, views=body)) >= 2
+
+
+def test_declared_inputs_must_be_source_columns(tmp_path):
+    body = HEADER + GOOD_VIEW.replace('description="Clicks in the window"', 'description="Clicks", inputs=("n", "nope")')
+    problems = problems_of(tmp_path, views=body)
+    assert any("user_clicks:clicks: inputs ['nope'] are not raw columns" in p for p in problems)
