@@ -63,7 +63,8 @@ def validate() -> None:
     catalog = _catalog()
     console.print(
         f"catalog OK: {len(catalog.entities)} entities, {len(catalog.sources)} sources, "
-        f"{len(catalog.views)} feature views, {len(catalog.services)} feature services"
+        f"{len(catalog.views)} feature views, {len(catalog.services)} feature services, "
+        f"{len(catalog.training_sets)} training sets"
     )
 
 
