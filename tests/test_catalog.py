@@ -135,6 +135,8 @@ def test_every_problem_is_reported_at_once(tmp_path):
 
 
 def test_declared_inputs_must_be_source_columns(tmp_path):
-    body = HEADER + GOOD_VIEW.replace('description="Clicks in the window"', 'description="Clicks", inputs=("n", "nope")')
+    body = HEADER + GOOD_VIEW.replace(
+        'description="Clicks in the window"', 'description="Clicks", inputs=("n", "nope")'
+    )
     problems = problems_of(tmp_path, views=body)
     assert any("user_clicks:clicks: inputs ['nope'] are not raw columns" in p for p in problems)
