@@ -78,8 +78,11 @@ def build_source_asset(source: BatchSource, catalog: Catalog) -> dg.AssetsDefini
     )
     def _ingest(context: dg.AssetExecutionContext, store: FeatureStoreResource) -> dg.MaterializeResult:
         days = _days(context)
-        files = ingest.source_files(source, catalog.base_dir)
-        frame = ingest.in_range(ingest.read_source(source, catalog.base_dir), days[0], days[-1])
+        try:
+            files = ingest.source_files(source, catalog.base_dir)
+            frame = ingest.in_range(ingest.read_source(source, catalog.base_dir), days[0], days[-1])
+        except ingest.SourceError as exc:  # bad input is not transient: fail now, name it, commit nothing
+            raise dg.Failure(description=f"ingest failed, nothing was committed: {exc}", allow_retries=False) from exc
         commit = offline_store.overwrite_partitions(
             store.settings.raw_table(source.name),
             frame,
@@ -187,7 +190,10 @@ def build_feature_asset(view: FeatureView, catalog: Catalog) -> dg.AssetsDefinit
         raw_uri = store.settings.raw_table(source.name)
         raw_version = offline_store.table_version(raw_uri)
         if raw_version is None:
-            raise dg.Failure(f"raw table {raw_uri} does not exist: materialize {raw_key(source).to_user_string()}")
+            raise dg.Failure(
+                f"raw table {raw_uri} does not exist: materialize {raw_key(source).to_user_string()}",
+                allow_retries=False,
+            )
         raw = offline_store.read_partitions(raw_uri, EVENT_DATE, raw_first, raw_last, raw_version)
         frame = compute_partitions(view, catalog, raw, days)
         report = quality.validate(view, catalog, frame)

@@ -107,6 +107,7 @@ def test_failed_ingest_commits_nothing(tmp_path, catalog, store_resource, pg_ins
     error = result.get_step_failure_events()[0].event_specific_data.error
     messages = error.message + (error.cause.message if error.cause else "")
     assert "bad.parquet: missing column(s) ['Country']" in messages
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]  # bad input: no retry
     assert offline_store.table_version(uri) == before
     assert pl.read_delta(uri).sort(pl.all()).equals(content)
 
