@@ -10,6 +10,7 @@
 """
 
 import json
+import os
 from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
@@ -51,7 +52,7 @@ def scan_arrivals(
     except ingest.SourceError:
         files = []
     for path in files:
-        stat = __import__("os").stat(path)
+        stat = os.stat(path)
         stamp = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
         known = seen.get(path)
         if known and all(known.get(k) == v for k, v in stamp.items()):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
@@ -195,4 +194,3 @@ def test_definitions_wire_sensors_checks_and_conditions():
     assert graph.get(dg.AssetKey(["features", "user_context"])).automation_condition.get_label() == "eager"
     checks = {k.name for k in graph.asset_check_keys}
     assert {"partition_freshness", "online_freshness", "skew", "gx_suite", "drift"} <= checks
-    assert os.environ.get("DAGSTER_HOME") is None or True
