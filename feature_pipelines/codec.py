@@ -130,6 +130,8 @@ def _encode_column(s: pl.Series) -> _Column:
     dtype = s.dtype
     if dtype == pl.Boolean:
         return _encode_bool(s)
+    if dtype == pl.UInt64 and (s.max() or 0) > 2**63 - 1:
+        return _encode_big_uint(s)
     if dtype.is_integer():
         return _encode_int(s.cast(pl.Int64))
     if dtype == pl.Float32:
@@ -197,6 +199,22 @@ def _encode_int(s: pl.Series) -> _Column:
             _put(buf, at + 1, v[mask].astype(fmt))
 
     return _Column(lengths, write)
+
+
+def _encode_big_uint(s: pl.Series) -> _Column:
+    """UInt64 columns with values beyond int64: those take the uint 64 form, the rest the usual ones."""
+    big = (s >= 2**63).fill_null(False).to_numpy()
+    small = _encode_int(s.set(pl.Series(big), 0).cast(pl.Int64))
+    v = s.fill_null(0).to_numpy().astype(np.uint64)
+    lengths = np.where(big, 9, small.lengths)
+
+    def write(buf: np.ndarray, starts: np.ndarray) -> None:
+        small.write(buf, starts)  # rows that are big get overwritten below
+        at = starts[big]
+        buf[at] = 0xCF
+        _put(buf, at + 1, v[big].astype(">u8"))
+
+    return _Column(lengths.astype(np.int64), write)
 
 
 def _encode_float(s: pl.Series, fmt: str, head: int) -> _Column:
@@ -278,6 +296,9 @@ def _bin_header_len(n: np.ndarray) -> np.ndarray:
 
 def _encode_f32_vector(s: pl.Series) -> _Column:
     s = s.cast(pl.List(pl.Float32)) if isinstance(s.dtype, pl.Array) else s
+    holes = int(s.list.eval(pl.element().is_null()).list.any().fill_null(False).sum())
+    if holes:
+        raise ValueError(f"column {s.name!r}: {holes} vectors contain a null element; a vector is null or whole")
     null = _nulls(s)
     nbytes = s.list.len().fill_null(0).to_numpy().astype(np.int64) * 4
     data = s.explode().drop_nulls().to_numpy().astype("<f4").view(np.uint8)

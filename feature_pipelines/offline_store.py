@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import date
 
 import polars as pl
-from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake import CommitProperties, DeltaTable, PostCommitHookProperties, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
 
@@ -47,6 +47,10 @@ def overwrite_partitions(
         partition_by=[column],
         schema_mode=None,
         commit_properties=CommitProperties(custom_metadata=commit_metadata) if commit_metadata else None,
+        # The log is the history training sets read "as of known time" and rebuild from: keep it. Dropping
+        # old history is a retention decision, not a side effect of writing (any writer, not only ours).
+        configuration={"delta.enableExpiredLogCleanup": "false"},
+        post_commithook_properties=PostCommitHookProperties(cleanup_expired_logs=False),
     )
     return Commit(version=DeltaTable(uri).version(), rows=frame.height)
 

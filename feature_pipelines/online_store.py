@@ -49,7 +49,8 @@ if current and ARGV[2] ~= '1' then
   if serving then
     local old = cjson.decode(serving)['partition']
     local new = cjson.decode(candidate)['partition']
-    if new < old then return {'stale', current} end
+    -- Same partition: the version started last wins, whichever push finishes last.
+    if new < old or (new == old and tonumber(ARGV[1]) < tonumber(current)) then return {'stale', current} end
   end
 end
 redis.call('SET', KEYS[1], ARGV[1])
@@ -196,6 +197,7 @@ class OnlineStore:
             written_at=time.time(),
             schema=schema,
             status="writing",
+            extra={"started_at": time.time()},
         )
         versions_key = control_key(ns, view, "versions")
         # Recorded before the first key so that a crashed push can still be found and removed.
@@ -231,7 +233,9 @@ class OnlineStore:
             seconds=time.perf_counter() - started,
             promoted=outcome == "promoted",
             serving_version=serving,
-            reason=outcome if outcome != "stale" else f"partition {partition} is older than the serving one",
+            reason=outcome
+            if outcome != "stale"
+            else f"partition {partition} is older than the serving one (or a newer push of it serves)",
             removed_versions=removed,
         )
 
@@ -274,9 +278,10 @@ class OnlineStore:
         if meta is None:
             raise OnlineStoreError(f"view {view!r}: version {to_version} is not a complete, kept version")
         ttl = meta.schema.ttl_seconds
-        if ttl and time.time() - meta.written_at > ttl:
+        first_key_at = meta.extra.get("started_at", meta.written_at)  # its first keys expire first
+        if ttl and time.time() - first_key_at > ttl:
             raise OnlineStoreError(
-                f"view {view!r}: version {to_version} was written {time.time() - meta.written_at:.0f}s ago, "
+                f"view {view!r}: version {to_version} was written {time.time() - first_key_at:.0f}s ago, "
                 f"beyond its online TTL of {ttl}s; its keys have expired"
             )
         outcome, _ = self._promote_script(ns, view, to_version, force=True)
@@ -417,6 +422,8 @@ class _StreamWriter:
         for t in self.threads:
             t.join()
         if self.error is not None:
+            # Unread replies may still sit in the socket: never hand this connection back as it is.
+            self.conn.disconnect()
             self.pool.release(self.conn)
             raise OnlineStoreError(f"writing to Redis failed: {self.error}") from self.error
         self.pool.release(self.conn)

@@ -235,9 +235,10 @@ class OnlineClient:
         for (_view, _ns, _ids, wanted), s in zip(reads, served, strict=True):
             names = s.schema.features
             convs = s.converters
-            pick = list(range(len(names))) if wanted is None else [names.index(f) for f in wanted]
-            out_names += [names[j] for j in pick]
-            needs_conv = any(convs[j] is not None for j in pick)
+            # A feature the serving version does not have yet (added since its push) reads as None.
+            pick = list(range(len(names))) if wanted is None else [names.index(f) if f in names else -1 for f in wanted]
+            out_names += list(names) if wanted is None else list(wanted)
+            needs_conv = any(j >= 0 and convs[j] is not None for j in pick)
             nulls = [None] * len(pick)
             for i in range(n):
                 blob = values[pos + i]
@@ -245,9 +246,11 @@ class OnlineClient:
                     columns[i] += nulls
                     continue
                 vals = unpack(blob)
-                picked = [vals[j] for j in pick]
+                picked = [vals[j] if j >= 0 else None for j in pick]
                 if needs_conv:
-                    picked = [convs[j](v) if convs[j] is not None else v for j, v in zip(pick, picked, strict=True)]
+                    picked = [
+                        convs[j](v) if j >= 0 and convs[j] is not None else v for j, v in zip(pick, picked, strict=True)
+                    ]
                 columns[i] += picked
             pos += n
         row = row_type(tuple(out_names))

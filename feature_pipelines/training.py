@@ -98,18 +98,22 @@ def build(
     mode: Mode = "known",
     versions: dict[str, int] | None = None,
     progress: Callable[[str], None] | None = None,
+    plan: dict[str, list[str]] | None = None,
 ) -> TrainingSet:
     """Features of `service` for each row of `entities`, point in time at `entities[timestamp_column]`.
 
-    `table_uri(view_name)` locates each view's Delta table; `versions` pins their Delta versions (a
-    rebuild passes the manifest's), otherwise the newest are read and recorded."""
+    `table_uri(view_name)` locates each view's Delta table; `versions` pins their Delta versions and
+    `plan` the features per view (a rebuild passes the manifest's), otherwise the service's current
+    definition and the newest versions are used and recorded."""
     if mode not in ("known", "latest"):
         raise TrainingSetError(f"mode must be 'known' or 'latest', got {mode!r}")
-    refs = catalog.resolve_service(service)
     ts = _utc_timestamps(entities, timestamp_column)
     by_view: dict[str, list[str]] = {}
-    for ref in refs:
-        by_view.setdefault(ref.view.name, []).append(ref.feature)
+    if plan is not None:
+        by_view = {view: list(features) for view, features in plan.items()}
+    else:
+        for ref in catalog.resolve_service(service):
+            by_view.setdefault(ref.view.name, []).append(ref.feature)
     clashes = set(entities.columns) & {f for feats in by_view.values() for f in feats}
     if clashes:
         raise TrainingSetError(f"entity frame columns {sorted(clashes)} clash with feature names of {service!r}")
@@ -172,6 +176,7 @@ def rebuild(
         mode=manifest.mode,
         versions={r.view: r.delta_version for r in manifest.views},
         progress=progress,
+        plan={r.view: r.features for r in manifest.views},  # the features it had then, not the service now
     )
 
 
@@ -218,8 +223,8 @@ def file_history(uri: str, version: int) -> list[_File]:
     """Every data file up to `version` with the interval in which its rows were the known truth."""
     log = Path(uri) / "_delta_log"
     commit_time: dict[int, datetime] = {}
-    added: dict[str, tuple[int, str]] = {}
-    removed: dict[str, int] = {}
+    # Each path may be added, removed and added back (RESTORE): one [added, removed) interval per life.
+    lives: dict[str, list[list]] = {}
     for v in range(version + 1):
         entry = log / f"{v:020d}.json"
         if not entry.exists():
@@ -233,18 +238,20 @@ def file_history(uri: str, version: int) -> list[_File]:
                 commit_time[v] = datetime.fromtimestamp(action["commitInfo"]["timestamp"] / 1000, UTC)
             elif "add" in action:
                 add = action["add"]
-                added[add["path"]] = (v, add["partitionValues"][PARTITION_DATE])
-            elif "remove" in action:
-                removed[action["remove"]["path"]] = v
+                lives.setdefault(add["path"], []).append([v, None, add["partitionValues"][PARTITION_DATE]])
+            elif "remove" in action and action["remove"]["path"] in lives:
+                lives[action["remove"]["path"]][-1][1] = v
     first_write: dict[str, int] = {}
-    for v, partition in added.values():
-        first_write[partition] = min(v, first_write.get(partition, v))
+    for spans in lives.values():
+        for added, _, partition in spans:
+            first_write[partition] = min(added, first_write.get(partition, added))
     files = []
-    for path, (v, partition) in added.items():
-        first = v == first_write[partition]
-        known_from = partition_end_of(partition) if first else max(commit_time[v], partition_end_of(partition))
-        known_to = commit_time[removed[path]] if path in removed else _FAR_FUTURE
-        files.append(_File(str(Path(uri) / unquote(path)), partition, known_from, known_to))
+    for path, spans in lives.items():
+        for added, removed, partition in spans:
+            end = partition_end_of(partition)
+            known_from = end if added == first_write[partition] else max(commit_time[added], end)
+            known_to = commit_time[removed] if removed is not None else _FAR_FUTURE
+            files.append(_File(str(Path(uri) / unquote(path)), partition, known_from, known_to))
     return files
 
 
@@ -253,6 +260,9 @@ def _point_in_time(
 ) -> pl.DataFrame:
     """One row per `left` row (same order): the view's features as of `left.__ts`."""
     lookback = view.offline_lookback
+    if left.height == 0:
+        empty = pl.scan_delta(uri, version=version).select(features).head(0).collect()
+        return empty.with_columns(pl.lit(None, dtype=pl.UInt32).alias(_ROW)).select(_ROW, *features)
     # Partition D describes D+1 00:00, so the oldest partition a row can use is the day before its horizon.
     lo = (left["__ts"].min() - lookback - timedelta(days=1)).date().isoformat()  # type: ignore[operator]
     hi = left["__ts"].max().date().isoformat()  # type: ignore[union-attr]

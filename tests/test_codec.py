@@ -91,3 +91,13 @@ def test_unsupported_dtype_is_named():
     frame = pl.DataFrame({"weird": [pl.Series([1])]}, schema={"weird": pl.List(pl.Int64)})
     with pytest.raises(TypeError, match="column 'weird': dtype List\\(Int64\\) has no online encoding"):
         encode_rows(frame, ["weird"])
+
+
+def test_uint64_beyond_int64_and_vectors_with_holes():
+    values = [2**64 - 1, 5, None, 2**63, 300]
+    frame = pl.DataFrame({"u": pl.Series(values, dtype=pl.UInt64)})
+    buf, offsets = encode_rows(frame, ["u"])
+    assert split(buf, offsets) == [msgpack.packb([v]) for v in values]
+    holes = pl.DataFrame({"v": pl.Series([[1.0, None], [2.0]], dtype=pl.List(pl.Float32))})
+    with pytest.raises(ValueError, match="column 'v': 1 vectors contain a null element"):
+        encode_rows(holes, ["v"])

@@ -195,3 +195,71 @@ def test_an_empty_partition_is_never_promoted(redis_url):
     empty = push(store, frame(0, 2), "2011-01-02")
     assert not empty.promoted and "no rows" in empty.reason
     assert store.serving_version("fs", "toy") == good.version
+
+
+def test_a_slower_older_push_of_the_same_partition_does_not_win(redis_url):
+    store = OnlineStore(connect(redis_url))
+    push(store, frame(3, 0), "2011-01-01")
+    inner: dict = {}
+
+    def meanwhile(version: int) -> None:  # while this push is finishing, a rerun of the partition lands
+        inner["result"] = push(store, frame(3, 2), "2011-01-01")
+
+    slow = store.push(
+        SCHEMA,
+        [frame(3, 1)],
+        partition="2011-01-01",
+        delta_table="/x",
+        delta_version=None,
+        run_id="slow",
+        definition_hash="h",
+        verify=meanwhile,
+    )
+    assert inner["result"].promoted and not slow.promoted
+    assert store.serving_version("fs", "toy") == inner["result"].version
+    assert OnlineClient(redis_url).get_view("toy", [1])[0]["score"] == 2
+
+
+def test_a_rejected_write_leaves_no_dirty_connection_in_the_pool():
+    """Redis refuses writes (out of memory): the push fails with Redis's message, the pool stays usable."""
+    from feature_pipelines.local_redis import RedisServer
+
+    server = RedisServer("--maxmemory", "2mb", "--maxmemory-policy", "noeviction")
+    try:
+        client = connect(server.url)
+        store = OnlineStore(client)
+        with pytest.raises(OnlineStoreError, match="OOM"):
+            push(store, frame(60_000, 1), "2011-01-01")
+        assert store.serving_version("fs", "toy") is None
+        for i in range(20):  # every later command gets its own reply
+            assert client.echo(f"ping-{i}") == f"ping-{i}".encode()
+    finally:
+        server.stop()
+
+
+def test_a_feature_added_after_the_push_reads_as_null(redis_url, catalog):
+    import dataclasses
+
+    from feature_pipelines.assets import online_schema
+    from feature_pipelines.spec import Feature
+
+    view = catalog.views["user_context"]
+    store = OnlineStore(connect(redis_url))
+    store.push(
+        online_schema(view, catalog),
+        [pl.DataFrame({"customer_id": [1], "country": ["EIRE"], "locale": ["en_IE"], "currency": ["EUR"]})],
+        partition="2011-12-09",
+        delta_table="/x",
+        delta_version=None,
+        run_id="r",
+        definition_hash="h",
+    )
+    newer = dataclasses.replace(view, features=(*view.features, Feature(name="tier", dtype=pl.String, description="d")))
+    services = {
+        "s": dataclasses.replace(
+            catalog.services["ranking_model_v1"], name="s", features=("user_context:country", "user_context:tier")
+        )
+    }
+    cat = dataclasses.replace(catalog, views={**catalog.views, "user_context": newer}, services=services)
+    row = OnlineClient(redis_url, cat).get_service("s", {"customer_id": [1]})[0]
+    assert row.to_dict() == {"country": "EIRE", "tier": None}

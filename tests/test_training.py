@@ -186,3 +186,44 @@ def _catalog_in(lake, table):
     if not target.exists():
         shutil.copytree(table, target)
     return CATALOG
+
+
+def test_empty_entity_frame_gives_an_empty_set(table):
+    empty = entities([])
+    result = build(CATALOG, "model", empty, lambda _: table, timestamp_column="ts")
+    assert result.frame.height == 0 and result.frame.columns == ["user_id", "ts", "clicks"]
+
+
+def test_restore_brings_old_rows_back(table):
+    from deltalake import DeltaTable
+
+    write(table, "2024-01-01", {1: 99, 2: 99})  # a bad rewrite ...
+    DeltaTable(table).restore(2)  # ... undone with a Delta RESTORE
+    frame = entities([(1, utc(2024, 1, 2, 12))])
+    assert values(table, frame, mode="latest") == [10]
+    assert values(table, frame) == [10]
+
+
+def test_the_delta_log_is_kept_for_known_time_history(tmp_path):
+    from deltalake import DeltaTable
+
+    uri = str(tmp_path / "clicks")
+    write(uri, "2024-01-01", {1: 1})
+    DeltaTable(uri).alter.set_table_properties(
+        {"delta.logRetentionDuration": "interval 0 seconds", "delta.checkpointInterval": "2"}
+    )
+    for n in range(5):
+        write(uri, "2024-01-01", {1: n})
+    assert (tmp_path / "clicks" / "_delta_log" / f"{0:020d}.json").exists()
+    assert values(uri, entities([(1, utc(2024, 1, 2, 12))])) == [1]  # the first write, as known then
+
+
+def test_rebuild_uses_the_manifest_features_not_todays_service(table):
+    import dataclasses
+
+    frame = entities([(1, utc(2024, 1, 3))])
+    first = build(CATALOG, "model", frame, lambda _: table, timestamp_column="ts")
+    changed = dataclasses.replace(
+        CATALOG, services={"model": dataclasses.replace(CATALOG.services["model"], features=("clicks:clicks",))}
+    )
+    assert rebuild(changed, first.manifest, frame).frame.equals(first.frame)
