@@ -20,6 +20,7 @@ from feature_pipelines import ingest
 from feature_pipelines.assets import feature_key, online_key, partitions_for, raw_key
 from feature_pipelines.catalog import Catalog
 from feature_pipelines.compute import partition_end
+from feature_pipelines.offline_store import table_version
 from feature_pipelines.online_store import namespace_for
 from feature_pipelines.resources import FeatureStoreResource
 from feature_pipelines.spec import EVENT_DATE, PARTITION_DATE, BatchSource, FeatureView
@@ -141,8 +142,6 @@ def build_freshness_checks(view: FeatureView, catalog: Catalog) -> list[dg.Asset
     )
     def _offline(store: FeatureStoreResource) -> dg.AssetCheckResult:
         uri = store.settings.feature_table(view.name)
-        from feature_pipelines.offline_store import table_version
-
         newest = None
         if table_version(uri) is not None:
             newest = pl.scan_delta(uri).select(pl.col(PARTITION_DATE).max()).collect().item()

@@ -25,6 +25,7 @@ from feature_pipelines.spec import (
     FeatureView,
     TrainingSetSpec,
     WindowContext,
+    output_schema,
 )
 
 SPEC_TYPES = (Entity, BatchSource, FeatureView, FeatureService, TrainingSetSpec)
@@ -242,10 +243,8 @@ def _validate_output_schema(where: str, view: FeatureView, catalog: Catalog) -> 
     except Exception as exc:  # noqa: BLE001 - any failure of user code is reported, not raised
         return [f"{where}: transformation failed on an empty frame: {type(exc).__name__}: {exc}"]
     problems = []
-    expected = {entity.join_key: entity.dtype}
-    expected.update({f.name: f.polars_dtype for f in view.features})
+    expected = output_schema(view, entity)
     for name, dtype in expected.items():
-        dtype = dtype() if isinstance(dtype, type) else dtype
         if name not in produced:
             what = "join key" if name == entity.join_key else "declared feature"
             problems.append(f"{where}: {what} {name!r} is not produced by the transformation")

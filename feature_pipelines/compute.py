@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime, time, timedelta
 import polars as pl
 
 from feature_pipelines.catalog import Catalog
-from feature_pipelines.spec import EVENT_TIMESTAMP, PARTITION_DATE, FeatureView, WindowContext
+from feature_pipelines.spec import EVENT_TIMESTAMP, PARTITION_DATE, FeatureView, WindowContext, output_schema
 
 
 def partition_end(day: date) -> datetime:
@@ -53,14 +53,6 @@ def column_order(view: FeatureView, catalog: Catalog) -> list[str]:
     return [catalog.entity_of(view).join_key, *view.feature_names, EVENT_TIMESTAMP, PARTITION_DATE]
 
 
-def feature_schema(view: FeatureView, catalog: Catalog) -> dict[str, pl.DataType]:
-    entity = catalog.entity_of(view)
-    schema = {entity.join_key: entity.dtype() if isinstance(entity.dtype, type) else entity.dtype}
-    schema.update({f.name: f.polars_dtype for f in view.features})
-    schema[EVENT_TIMESTAMP] = pl.Datetime("us", "UTC")
-    schema[PARTITION_DATE] = pl.String()
-    return schema
-
-
 def empty_frame(view: FeatureView, catalog: Catalog) -> pl.DataFrame:
-    return pl.DataFrame(schema=feature_schema(view, catalog))
+    schema = output_schema(view, catalog.entity_of(view))
+    return pl.DataFrame(schema={**schema, EVENT_TIMESTAMP: pl.Datetime("us", "UTC"), PARTITION_DATE: pl.String()})

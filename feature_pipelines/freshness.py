@@ -34,15 +34,18 @@ def partition_health(
 ) -> list[PartitionHealth]:
     source = catalog.source_of(view)
     key = catalog.entity_of(view).join_key
-    ts = source.event_time_column
-    times = raw[ts].sort()
-    prepared = view.prepare(raw.lazy()).select(key, EVENT_DATE).unique().collect()
+    times = raw[source.event_time_column].sort()
+    names = [d.isoformat() for d in days]
+    ends = pl.Series([partition_end(d) for d in days], dtype=times.dtype)
+    last_before = times.search_sorted(ends, side="left").to_list()
+    # Entities active on each day, and those of them that got a row in that day's partition: two joins,
+    # not one scan of the frame per day.
+    active = view.prepare(raw.lazy()).select(key, EVENT_DATE).unique().filter(pl.col(EVENT_DATE).is_in(names)).collect()
+    got = frame.select(key, pl.col(PARTITION_DATE).alias(EVENT_DATE))
+    active_n = dict(active.group_by(EVENT_DATE).len().iter_rows())
+    covered_n = dict(active.join(got, on=[key, EVENT_DATE], how="semi").group_by(EVENT_DATE).len().iter_rows())
     out = []
-    for day in days:
-        end = partition_end(day)
-        idx = times.search_sorted(end, side="left")
+    for name, end, idx in zip(names, ends, last_before, strict=True):
         lag = end - times[idx - 1] if idx > 0 else None
-        active = prepared.filter(pl.col(EVENT_DATE) == day.isoformat())[key]
-        got = frame.filter(pl.col(PARTITION_DATE) == day.isoformat())[key]
-        out.append(PartitionHealth(day.isoformat(), lag, active.len(), int(active.is_in(got.implode()).sum())))
+        out.append(PartitionHealth(name, lag, active_n.get(name, 0), covered_n.get(name, 0)))
     return out

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import polars as pl
 
-from feature_pipelines.spec import EVENT_DATE, BatchSource
+from feature_pipelines.spec import EVENT_DATE, BatchSource, resolve_dtype
 
 
 class SourceError(ValueError):
@@ -57,7 +57,7 @@ def read_file(source: BatchSource, path: str) -> pl.DataFrame:
 
 def _cast(raw: pl.DataFrame, path: str, source: BatchSource, name: str, dtype) -> pl.Series:
     col = raw[name]
-    target = dtype() if isinstance(dtype, type) else dtype
+    target = resolve_dtype(dtype)
     if col.dtype == target:
         return col
     if isinstance(target, pl.Datetime) and col.dtype == pl.String:

@@ -21,7 +21,7 @@ from great_expectations import expectations as gxe
 from great_expectations.data_context.types.base import ProgressBarsConfig
 
 from feature_pipelines.catalog import Catalog
-from feature_pipelines.spec import PARTITION_DATE, Feature, FeatureView
+from feature_pipelines.spec import PARTITION_DATE, Feature, FeatureView, output_schema
 
 # pandas dtype names a polars column becomes through `to_pandas()`.
 _PANDAS_TYPES: dict[type[pl.DataType], list[str]] = {
@@ -160,10 +160,7 @@ def _context():
 def schema_failures(view: FeatureView, catalog: Catalog, frame: pl.DataFrame) -> list[Failure]:
     """Declared columns missing from the frame or of another polars dtype."""
     out = []
-    expected = {catalog.entity_of(view).join_key: catalog.entity_of(view).dtype}
-    expected.update({f.name: f.polars_dtype for f in view.features})
-    for name, dtype in expected.items():
-        dtype = dtype() if isinstance(dtype, type) else dtype
+    for name, dtype in output_schema(view, catalog.entity_of(view)).items():
         actual = frame.schema.get(name)
         if actual != dtype:
             out.append(Failure("expect_column_dtype", name, "blocking", str(actual), frame.height, []))

@@ -26,10 +26,11 @@ def compare(
     sample: int,
 ) -> tuple[int, dict[str, list]]:
     """Compare `sample` entities (a deterministic sample). Returns (compared, {feature: [differing ids]})."""
-    rows = scan(delta_table, delta_version).filter(pl.col(PARTITION_DATE) == partition).select(join_key, *features)
-    frame = rows.collect()
-    if frame.height > sample:
-        frame = frame.sample(n=sample, seed=version, shuffle=False)
+    rows = scan(delta_table, delta_version).filter(pl.col(PARTITION_DATE) == partition)
+    keys = rows.select(join_key).collect()[join_key]  # only the key column of the whole partition
+    if keys.len() > sample:
+        keys = keys.sample(n=sample, seed=version)
+    frame = rows.filter(pl.col(join_key).is_in(keys.implode())).select(join_key, *features).collect()
     ids = frame[join_key].to_list()
     served = client.get_version(view, version, ids, namespace=namespace)
     differing: dict[str, list] = {}

@@ -60,6 +60,10 @@ class Entity:
     description: str = ""
     defined_at: str = field(default="", compare=False, repr=False)
 
+    @property
+    def polars_dtype(self) -> pl.DataType:
+        return resolve_dtype(self.dtype)
+
 
 @dataclass(frozen=True, kw_only=True)
 @_located
@@ -99,7 +103,7 @@ class BatchSource:
     @property
     def raw_schema(self) -> dict[str, pl.DataType]:
         """Columns of the raw Delta table: normalized names, UTC event time, and the partition column."""
-        cols: dict[str, pl.DataType] = {self.column(c): _dtype(t) for c, t in self.schema.items()}
+        cols: dict[str, pl.DataType] = {self.column(c): resolve_dtype(t) for c, t in self.schema.items()}
         cols[self.column(self.event_time)] = pl.Datetime("us", "UTC")
         cols[EVENT_DATE] = pl.String()
         return cols
@@ -162,7 +166,7 @@ class Feature:
 
     @property
     def polars_dtype(self) -> pl.DataType:
-        return _dtype(self.dtype)
+        return resolve_dtype(self.dtype)
 
 
 @dataclass(frozen=True)
@@ -307,6 +311,11 @@ EVENT_TIMESTAMP = "event_timestamp"
 """Feature tables: the instant a row describes (end of its partition day, exclusive), UTC."""
 
 
+def output_schema(view: FeatureView, entity: Entity) -> dict[str, pl.DataType]:
+    """What a view's transformation must produce: the join key, then every declared feature."""
+    return {entity.join_key: entity.polars_dtype, **{f.name: f.polars_dtype for f in view.features}}
+
+
 def normalize_column_name(name: str) -> str:
     """`CustomerID` -> `customer_id`, `InvoiceNo` -> `invoice_no`, `unit price` -> `unit_price`."""
     out: list[str] = []
@@ -323,5 +332,6 @@ def normalize_column_name(name: str) -> str:
     return "".join(out).replace("__", "_")
 
 
-def _dtype(dtype: pl.DataType | type[pl.DataType]) -> pl.DataType:
+def resolve_dtype(dtype: pl.DataType | type[pl.DataType]) -> pl.DataType:
+    """`pl.Int64` and `pl.Int64()` both name a dtype in the spec; polars compares instances."""
     return dtype() if isinstance(dtype, type) else dtype
