@@ -23,17 +23,17 @@ demo: install  ## the main job end to end on the real data, then a summary
 test: install  ## the whole suite against real Redis, PostgreSQL, Delta files and GE
 	$(BIN)/pytest -q
 
-# Started from inside DAGSTER_HOME so the production dagster.yaml at the root is not picked up (and not warned
-# about). The one warning filtered on purpose: Dagster 1.13 marks `dagster dev` as superseded by `dg dev`.
-ui: install  ## the Dagster UI (webserver + daemon) on the demo's SQLite instance, http://127.0.0.1:3000
-	cd $(DAGSTER_HOME) && PYTHONWARNINGS="ignore:Function \`dev_command\` is superseded" \
-		$(CURDIR)/$(BIN)/dagster dev -w $(CURDIR)/workspace.yaml -h 127.0.0.1 -p 3000
+# `dg dev` reads the project from pyproject.toml ([tool.dg]); DAGSTER_HOME points it at the demo's instance.
+ui: install  ## the Dagster UI (webserver + daemons) on the demo's SQLite instance, http://127.0.0.1:3000
+	@mkdir -p $(DAGSTER_HOME)
+	VIRTUAL_ENV=$(CURDIR)/$(VENV) PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dg dev -h 127.0.0.1 -p 3000
 
 bench: install  ## benchmarks with their baselines; writes bench/results/latest.json and bench/RESULTS.md
 	$(BIN)/python -m bench.run
 
-lint: install
+lint: install  ## ruff, and every Dagster definition loads (`dg check defs`)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	VIRTUAL_ENV=$(CURDIR)/$(VENV) PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dg check defs
 
 format: install
 	$(BIN)/ruff check --fix . && $(BIN)/ruff format .

@@ -21,10 +21,12 @@ import numpy as np
 import polars as pl
 import redis
 
-from feature_pipelines.local_redis import RedisServer
-from feature_pipelines.offline_store import iter_partition, overwrite_partitions, table_version
-from feature_pipelines.online_store import OnlineSchema, OnlineStore, data_key
-from feature_pipelines.serving import OnlineClient
+from feature_pipelines.offline.delta import iter_partition, overwrite_partitions, table_version
+from feature_pipelines.online.client import OnlineClient
+from feature_pipelines.online.layout import OnlineLayout, OnlineSchema
+from feature_pipelines.online.local_server import RedisServer
+from feature_pipelines.online.store import OnlineStore
+from feature_pipelines.publish import version_ids
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / ".data"
@@ -73,10 +75,10 @@ def build_table(uri: str, rows: int, chunk: int = 1_000_000) -> None:
 
 
 def materialize(url: str, uri: str) -> tuple[float, int]:
-    store = OnlineStore(redis.Redis.from_url(url), versions_kept=1)
+    store = OnlineStore(redis.Redis.from_url(url), OnlineLayout([SCHEMA]), versions_kept=1)
     started = time.perf_counter()
-    result = store.push(
-        SCHEMA,
+    written = store.write(
+        VIEW,
         iter_partition(uri, "partition_date", PARTITION, ["user_id", *FEATURES]),
         partition=PARTITION,
         delta_table=uri,
@@ -84,7 +86,9 @@ def materialize(url: str, uri: str) -> tuple[float, int]:
         run_id="bench",
         definition_hash="bench",
     )
-    return time.perf_counter() - started, result.rows
+    assert store.promote(written).promoted
+    store.prune(VIEW, version_ids)
+    return time.perf_counter() - started, written.rows
 
 
 def baseline_mset(url: str, uri: str, version: int) -> float:
@@ -92,7 +96,7 @@ def baseline_mset(url: str, uri: str, version: int) -> float:
     frame = pl.read_delta(uri).filter(pl.col("partition_date") == PARTITION)
     ids = frame["user_id"].to_list()
     packed = [msgpack.packb(list(row)) for row in frame.select(FEATURES).iter_rows()]
-    keys = [data_key("fs", VIEW, version, i) for i in ids]
+    keys = [SCHEMA.keys.data_key(version, i) for i in ids]
     del frame
     r = redis.Redis.from_url(url)
     started = time.perf_counter()
@@ -129,12 +133,12 @@ def timed_pair(ours, raw, calls: int = 1000, warmup: int = 200) -> tuple[tuple[f
 def reads(url: str, n_entities: int) -> dict[str, float]:
     client = OnlineClient(url)
     r = redis.Redis.from_url(url)
-    version = client._refresh(VIEW, "fs").version
+    version = client._refresh(VIEW).version
     rng = np.random.default_rng(1)
     one = [int(rng.integers(0, n_entities))]
     hundred = [int(x) for x in rng.integers(0, n_entities, 100)]
-    key1 = data_key("fs", VIEW, version, one[0])
-    keys100 = [data_key("fs", VIEW, version, i) for i in hundred]
+    key1 = SCHEMA.keys.data_key(version, one[0])
+    keys100 = [SCHEMA.keys.data_key(version, i) for i in hundred]
     assert client.get_view(VIEW, one)[0]["i0"] is not None
     out = {}
     (out["read1_p50_us"], out["read1_p99_us"]), (out["raw_read1_p50_us"], out["raw_read1_p99_us"]) = timed_pair(
@@ -173,7 +177,7 @@ def main() -> None:
         r.flushall()
         seconds = min(seconds, materialize(server.url, uri)[0])
         read = reads(server.url, n)
-        version = int(r.get("fs:{bench_user}:current"))
+        version = int(r.get(SCHEMA.keys.current))
         base_seconds = float("inf")
         for _ in range(2):
             r.flushall()

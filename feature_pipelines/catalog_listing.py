@@ -13,8 +13,9 @@ from typing import Any
 import polars as pl
 
 from feature_pipelines.catalog import Catalog
-from feature_pipelines.compute import partition_end
-from feature_pipelines.offline_store import commit_info, table_version
+from feature_pipelines.offline import history
+from feature_pipelines.offline.compute import partition_end
+from feature_pipelines.offline.delta import table_version
 from feature_pipelines.spec import PARTITION_DATE
 
 STATIC = [
@@ -70,11 +71,11 @@ def _live(uri: str, now: datetime) -> dict[str, Any]:
     version = table_version(uri)
     if version is None:
         return dict.fromkeys(LIVE, "never")
-    info = commit_info(uri, version)
+    commit = history.commit(uri, version)
     newest = pl.scan_delta(uri, version=version).select(pl.col(PARTITION_DATE).max()).collect().item()
     end = partition_end(datetime.fromisoformat(newest).date()) if newest else None
     return {
-        "last_materialized": datetime.fromtimestamp(info["timestamp"] / 1000, UTC).isoformat(timespec="seconds"),
+        "last_materialized": commit.timestamp.isoformat(timespec="seconds") if commit else "-",
         "newest_partition": newest or "-",
         "freshness": f"{(now - end).days}d behind" if end else "-",
     }

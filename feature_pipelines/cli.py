@@ -32,6 +32,15 @@ def _catalog():
         raise typer.Exit(2) from exc
 
 
+def _store(catalog, settings):
+    """The online store of the catalog's layout, on the configured Redis."""
+    from feature_pipelines.online.connection import connect
+    from feature_pipelines.online.layout import OnlineLayout
+    from feature_pipelines.online.store import OnlineStore
+
+    return OnlineStore(connect(settings.redis_url), OnlineLayout.from_catalog(catalog), settings.online_versions_kept)
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, datetime | date):
         return value.isoformat()
@@ -75,8 +84,8 @@ def get(
     view: Annotated[bool, typer.Option("--view", help="SERVICE names a feature view")] = False,
 ) -> None:
     """Print the online features of entities as JSON, one object per id."""
-    from feature_pipelines.online_store import OnlineStoreError
-    from feature_pipelines.serving import OnlineClient
+    from feature_pipelines.online.client import OnlineClient
+    from feature_pipelines.online.errors import OnlineStoreError
     from feature_pipelines.settings import Settings
 
     catalog = _catalog()
@@ -209,7 +218,7 @@ def lineage_command(
     import os
 
     from feature_pipelines import lineage
-    from feature_pipelines.online_store import OnlineStore, OnlineStoreError, connect
+    from feature_pipelines.online.errors import OnlineStoreError
     from feature_pipelines.settings import Settings
 
     catalog = _catalog()
@@ -219,7 +228,7 @@ def lineage_command(
 
         instance = dg.DagsterInstance.get()
     try:
-        links = lineage.chain(catalog, OnlineStore(connect(Settings().redis_url)), target, instance)
+        links = lineage.chain(catalog, _store(catalog, Settings()), target, instance)
     except (KeyError, OnlineStoreError) as exc:
         errors.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
@@ -232,18 +241,15 @@ def lineage_command(
 @app.command()
 def versions(view: Annotated[str, typer.Argument(help="online feature view")]) -> None:
     """List the kept online versions of a view and which one serves."""
-    from feature_pipelines.online_store import OnlineStore, connect, namespace_for
     from feature_pipelines.settings import Settings
 
     catalog = _catalog()
-    spec = catalog.views[view]
-    store = OnlineStore(connect(Settings().redis_url))
-    ns = namespace_for(spec.sensitivity)
-    serving = store.serving_version(ns, view)
+    store = _store(catalog, Settings())
+    serving = store.serving_version(view)
     table = Table(title=f"online versions of {view}", box=box.SIMPLE)
     for col in ("version", "serving", "partition", "rows", "status", "Delta v", "run", "written (UTC)"):
         table.add_column(col, no_wrap=True)
-    for number, meta in store.versions(ns, view).items():
+    for number, meta in store.versions(view).items():
         table.add_row(
             str(number),
             "*" if number == serving else "",
@@ -263,16 +269,16 @@ def rollback(
     to: Annotated[int | None, typer.Option(help="version to serve; default: the previous one")] = None,
 ) -> None:
     """Serve an older online version of a view, instantly (one pointer flip)."""
-    from feature_pipelines.online_store import OnlineStore, OnlineStoreError, connect, namespace_for
+    from feature_pipelines.online.errors import OnlineStoreError
     from feature_pipelines.settings import Settings
 
     catalog = _catalog()
     if view not in catalog.views:
         errors.print(f"[red]unknown feature view {view!r}; known: {sorted(catalog.views)}[/red]")
         raise typer.Exit(2)
-    store = OnlineStore(connect(Settings().redis_url))
+    store = _store(catalog, Settings())
     try:
-        before, after = store.rollback(namespace_for(catalog.views[view].sensitivity), view, to)
+        before, after = store.rollback(view, to)
     except OnlineStoreError as exc:
         errors.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc

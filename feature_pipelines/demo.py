@@ -12,11 +12,13 @@ import polars as pl
 from rich.console import Console
 from rich.table import Table
 
-from feature_pipelines import offline_store
-from feature_pipelines.assets import partitions_for
 from feature_pipelines.catalog import Catalog
-from feature_pipelines.online_store import OnlineStore, connect, namespace_for
-from feature_pipelines.serving import OnlineClient
+from feature_pipelines.offline import delta
+from feature_pipelines.online.client import OnlineClient
+from feature_pipelines.online.connection import connect
+from feature_pipelines.online.layout import OnlineLayout
+from feature_pipelines.online.store import OnlineStore
+from feature_pipelines.orchestration.partitions import partitions_for
 from feature_pipelines.settings import Settings
 
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
@@ -35,7 +37,7 @@ def run_main_job(
     catalog: Catalog, instance: dg.DagsterInstance, first: str | None = None, last: str | None = None
 ) -> RunOutcome:
     """One run of the main job over `first..last` (default: every partition of the data)."""
-    from feature_pipelines.definitions import MAIN_JOB, defs
+    from feature_pipelines.orchestration.definitions import MAIN_JOB, defs
 
     keys = partitions_for(next(iter(catalog.sources.values()))).get_partition_keys()
     first, last = first or keys[0], last or keys[-1]
@@ -64,7 +66,7 @@ def summary(catalog: Catalog, settings: Settings, instance: dg.DagsterInstance, 
     checks = Table(title="Checks (latest evaluation)")
     for col in ("asset", "check", "passed", "details"):
         checks.add_column(col)
-    from feature_pipelines.definitions import defs
+    from feature_pipelines.orchestration.definitions import defs
 
     for check_key in sorted(defs.resolve_asset_graph().asset_check_keys, key=lambda k: (k.asset_key.path, k.name)):
         rec = instance.get_latest_asset_check_evaluation_record(check_key)
@@ -76,12 +78,12 @@ def summary(catalog: Catalog, settings: Settings, instance: dg.DagsterInstance, 
         checks.add_row(check_key.asset_key.to_user_string(), check_key.name, str(ev.passed), details[:90])
     console.print(checks)
 
-    store = OnlineStore(connect(settings.redis_url))
+    store = OnlineStore(connect(settings.redis_url), OnlineLayout.from_catalog(catalog))
     online = Table(title=f"Redis ({settings.redis_url})")
     for col in ("view", "serving version", "partition", "keys", "TTL s", "Delta version"):
         online.add_column(col)
     for view in catalog.online_views:
-        meta = store.serving_meta(namespace_for(view.sensitivity), view.name)
+        meta = store.serving_meta(view.name)
         if meta is None:
             online.add_row(view.name, "-", "-", "-", "-", "-")
             continue
@@ -111,7 +113,7 @@ def summary(catalog: Catalog, settings: Settings, instance: dg.DagsterInstance, 
 
 
 def _table_row(table: Table, name: str, uri: str, part_col: str) -> None:
-    version = offline_store.table_version(uri)
+    version = delta.table_version(uri)
     if version is None:
         table.add_row(name, "-", "-", "-", uri)
         return
@@ -120,8 +122,8 @@ def _table_row(table: Table, name: str, uri: str, part_col: str) -> None:
 
 
 def demo(console: Console, first: str | None = None, last: str | None = None) -> bool:
-    from feature_pipelines.definitions import catalog
-    from feature_pipelines.local_redis import redis_for
+    from feature_pipelines.online.local_server import redis_for
+    from feature_pipelines.orchestration.definitions import catalog
 
     settings = Settings()
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path(".dagster_home").resolve())))
@@ -133,7 +135,7 @@ def demo(console: Console, first: str | None = None, last: str | None = None) ->
             settings = Settings(redis_url=url)
             import importlib
 
-            import feature_pipelines.definitions as definitions
+            import feature_pipelines.orchestration.definitions as definitions
 
             importlib.reload(definitions)
         with dg.DagsterInstance.get() as instance:

@@ -17,8 +17,8 @@ from typing import Any
 import polars as pl
 
 from feature_pipelines.catalog import Catalog
-from feature_pipelines.offline_store import commit_info
-from feature_pipelines.online_store import OnlineStore, VersionMeta, data_key, namespace_for
+from feature_pipelines.offline import history
+from feature_pipelines.online.store import OnlineStore, VersionMeta
 from feature_pipelines.spec import FeatureView, WindowContext
 
 _KEY = re.compile(r"^(?P<ns>fss?):(?P<view>[^:{}]+):(?P<version>\d+):\{(?P<id>.*)\}$")
@@ -68,11 +68,10 @@ def chain(catalog: Catalog, store: OnlineStore, target: str, instance=None) -> l
     view = catalog.views[view_name]
     if feature is not None and feature not in view.feature_names:
         raise KeyError(f"view {view_name!r} has no feature {feature!r}")
-    ns = namespace_for(view.sensitivity)
-    serving = store.serving_version(ns, view_name)
+    serving = store.serving_version(view_name) if view.online else None
     version = version if version is not None else serving
     links: list[Link] = []
-    meta: VersionMeta | None = store.versions(ns, view_name).get(version) if version is not None else None
+    meta: VersionMeta | None = store.versions(view_name).get(version) if version is not None else None
     if meta is None:
         links.append(Link("online", {"view": view_name, "serving_version": serving, "note": "no such online version"}))
     else:
@@ -87,7 +86,7 @@ def chain(catalog: Catalog, store: OnlineStore, target: str, instance=None) -> l
             "ttl_seconds": meta.schema.ttl_seconds,
         }
         if entity is not None:
-            key = data_key(ns, view_name, meta.version, entity)
+            key = store.keys(view_name).data_key(meta.version, entity)
             online["key"] = key
             online["key_ttl_remaining_s"] = max(store.r.pttl(key), -1) / 1000 if store.r.exists(key) else "missing"
         links.append(Link("online (Redis)", online))
@@ -118,14 +117,15 @@ def _offline_links(table: str, version: int | None, instance, push_run: str) -> 
     links = []
     if version is None:
         return [Link("feature table (Delta)", {"table": table, "version": None})]
-    info = commit_info(table, version)
+    written = history.commit(table, version)
+    info = written.metadata if written else {}
     links.append(
         Link(
             "feature table (Delta)",
             {
                 "table": table,
                 "version": version,
-                "committed_at": _ms(info.get("timestamp")),
+                "committed_at": _iso(written),
                 "partitions": info.get("partitions"),
                 "materialize_run_id": info.get("dagster_run_id"),
             },
@@ -135,7 +135,8 @@ def _offline_links(table: str, version: int | None, instance, push_run: str) -> 
     links.append(Link("Dagster runs", {name: _run(instance, run_id) for name, run_id in runs.items() if run_id}))
     source_table, source_version = info.get("source_table"), info.get("source_version")
     if source_table and source_version is not None:
-        raw = commit_info(source_table, int(source_version))
+        ingest = history.commit(source_table, int(source_version))
+        raw = ingest.metadata if ingest else {}
         files = raw.get("source_files")
         links.append(
             Link(
@@ -143,7 +144,7 @@ def _offline_links(table: str, version: int | None, instance, push_run: str) -> 
                 {
                     "table": source_table,
                     "version": int(source_version),
-                    "committed_at": _ms(raw.get("timestamp")),
+                    "committed_at": _iso(ingest),
                     "ingest_run_id": raw.get("dagster_run_id"),
                     "source_files": json.loads(files) if files else None,
                 },
@@ -159,5 +160,5 @@ def _run(instance, run_id: str) -> str:
     return f"{run_id} ({run.status.value})" if run else f"{run_id} (not in this Dagster instance)"
 
 
-def _ms(ms: int | None) -> str | None:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds") if ms else None
+def _iso(commit: history.Commit | None) -> str | None:
+    return commit.timestamp.isoformat(timespec="seconds") if commit else None

@@ -25,18 +25,17 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
-from urllib.parse import unquote
 
 import polars as pl
 from deltalake import DeltaTable
 
 from feature_pipelines.catalog import Catalog
-from feature_pipelines.compute import partition_end
+from feature_pipelines.offline.compute import partition_end
+from feature_pipelines.offline.history import FAR_FUTURE, HistoryError, read_history
 from feature_pipelines.spec import EVENT_TIMESTAMP, PARTITION_DATE, FeatureView
 
 Mode = Literal["known", "latest"]
 _ROW = "__row"
-_FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
 
 
 class TrainingSetError(ValueError):
@@ -212,7 +211,7 @@ class _File:
     @property
     def always_valid(self) -> bool:
         """Never rewritten and known at its partition's end: valid for every T at or after its rows."""
-        return self.known_to == _FAR_FUTURE and self.known_from == partition_end_of(self.partition)
+        return self.known_to == FAR_FUTURE and self.known_from == partition_end_of(self.partition)
 
 
 def partition_end_of(partition: str) -> datetime:
@@ -221,37 +220,16 @@ def partition_end_of(partition: str) -> datetime:
 
 def file_history(uri: str, version: int) -> list[_File]:
     """Every data file up to `version` with the interval in which its rows were the known truth."""
-    log = Path(uri) / "_delta_log"
-    commit_time: dict[int, datetime] = {}
-    # Each path may be added, removed and added back (RESTORE): one [added, removed) interval per life.
-    lives: dict[str, list[list]] = {}
-    for v in range(version + 1):
-        entry = log / f"{v:020d}.json"
-        if not entry.exists():
-            raise TrainingSetError(
-                f"{uri}: Delta log entry {v} is gone (log retention); as-of-known-time needs the full log, "
-                "use mode='latest'"
-            )
-        for line in entry.read_text().splitlines():
-            action = json.loads(line)
-            if "commitInfo" in action:
-                commit_time[v] = datetime.fromtimestamp(action["commitInfo"]["timestamp"] / 1000, UTC)
-            elif "add" in action:
-                add = action["add"]
-                lives.setdefault(add["path"], []).append([v, None, add["partitionValues"][PARTITION_DATE]])
-            elif "remove" in action and action["remove"]["path"] in lives:
-                lives[action["remove"]["path"]][-1][1] = v
-    first_write: dict[str, int] = {}
-    for spans in lives.values():
-        for added, _, partition in spans:
-            first_write[partition] = min(added, first_write.get(partition, added))
+    try:
+        history = read_history(uri, version, PARTITION_DATE)
+    except HistoryError as exc:
+        raise TrainingSetError(str(exc)) from exc
+    first_write = history.first_write()
     files = []
-    for path, spans in lives.items():
-        for added, removed, partition in spans:
-            end = partition_end_of(partition)
-            known_from = end if added == first_write[partition] else max(commit_time[added], end)
-            known_to = commit_time[removed] if removed is not None else _FAR_FUTURE
-            files.append(_File(str(Path(uri) / unquote(path)), partition, known_from, known_to))
+    for life in history.files:
+        end = partition_end_of(life.partition)
+        known_from = end if life.added == first_write[life.partition] else max(life.added_at, end)
+        files.append(_File(life.path, life.partition, known_from, life.removed_at))
     return files
 
 
@@ -268,7 +246,7 @@ def _point_in_time(
     hi = left["__ts"].max().date().isoformat()  # type: ignore[union-attr]
     in_range = [f for f in file_history(uri, version) if lo <= f.partition <= hi]
     if mode == "latest":
-        simple, conditional = [f for f in in_range if f.known_to == _FAR_FUTURE], []
+        simple, conditional = [f for f in in_range if f.known_to == FAR_FUTURE], []
     else:
         simple = [f for f in in_range if f.always_valid]
         conditional = [f for f in in_range if not f.always_valid]

@@ -12,10 +12,12 @@ import polars as pl
 import pytest
 import redis
 
-from feature_pipelines.assets import build_defs, feature_key, online_key, raw_key
 from feature_pipelines.catalog import Catalog, load_catalog
-from feature_pipelines.local_redis import answers
-from feature_pipelines.resources import FeatureStoreResource
+from feature_pipelines.online.local_server import answers
+from feature_pipelines.online.store import OnlineStore, Outcome
+from feature_pipelines.orchestration.asset_keys import feature_key, online_key, raw_key
+from feature_pipelines.orchestration.factory import build_asset_defs
+from feature_pipelines.orchestration.resources import FeatureStoreResource
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_REDIS_URL = os.environ.get("FS_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
@@ -79,7 +81,7 @@ def pg_url() -> str:
 def pg_instance(tmp_path_factory, pg_url) -> dg.DagsterInstance:
     """A Dagster instance configured by the project's own dagster.yaml, on the real PostgreSQL."""
     home = tmp_path_factory.mktemp("dagster_home")
-    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    shutil.copy(ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")
     os.environ["DAGSTER_PG_URL"] = pg_url
     instance = dg.DagsterInstance.from_config(str(home))
     yield instance
@@ -112,7 +114,7 @@ RANGE = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_e
 
 
 def run(catalog, instance, store, keys, *, partition=None, first=None, last=None):
-    defs = build_defs(catalog)
+    defs = build_asset_defs(catalog)
     assets = [a for a in defs.assets if any(k in a.keys for k in keys)]
     tags = {RANGE[0]: first, RANGE[1]: last} if first else None
     return dg.materialize(
@@ -135,3 +137,43 @@ def retail(tmp_path, catalog, pg_instance, store_resource):
     res = run(cat, pg_instance, store_resource, [raw_key(source)], first="2010-12-01", last="2011-03-05")
     assert res.success
     return cat
+
+
+@dataclasses.dataclass(frozen=True)
+class Pushed:
+    """A version written and offered for promotion, as a test sees it."""
+
+    version: int
+    rows: int
+    outcome: Outcome
+    serving_version: int | None
+    reason: str
+
+    @property
+    def promoted(self) -> bool:
+        return self.outcome is Outcome.PROMOTED
+
+
+def push(
+    store: OnlineStore,
+    view: str,
+    frames,
+    *,
+    partition: str,
+    delta_table: str = "/nowhere",
+    delta_version: int | None = None,
+    run_id: str = "test",
+    definition_hash: str = "h",
+) -> Pushed:
+    """Write `frames` as a new version of `view`, then promote it (no check in between)."""
+    written = store.write(
+        view,
+        frames,
+        partition=partition,
+        delta_table=delta_table,
+        delta_version=delta_version,
+        run_id=run_id,
+        definition_hash=definition_hash,
+    )
+    promotion = store.promote(written)
+    return Pushed(written.version, written.rows, promotion.outcome, promotion.serving_version, promotion.reason)

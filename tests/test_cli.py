@@ -9,10 +9,12 @@ import pytest
 from typer.testing import CliRunner
 
 from feature_pipelines.cli import app
-from feature_pipelines.jobs import build_rollback_job
-from feature_pipelines.online_store import OnlineStore, connect
-from feature_pipelines.resources import FeatureStoreResource
-from tests.test_online_store import SCHEMA
+from feature_pipelines.online.connection import connect
+from feature_pipelines.online.layout import OnlineLayout
+from feature_pipelines.online.store import OnlineStore
+from feature_pipelines.orchestration.jobs import build_rollback_job
+from feature_pipelines.orchestration.resources import FeatureStoreResource
+from tests.conftest import push
 
 runner = CliRunner()
 
@@ -23,14 +25,11 @@ def served(redis_url, catalog, monkeypatch):
     monkeypatch.setenv("REDIS_URL", redis_url)
     monkeypatch.setenv("COLUMNS", "200")
     monkeypatch.delenv("FS_REDIS_URL", raising=False)
-    from feature_pipelines.assets import online_schema
-
-    store = OnlineStore(connect(redis_url))
-    ctx = online_schema(catalog.views["user_context"], catalog)
-    items = online_schema(catalog.views["item_popularity"], catalog)
+    store = OnlineStore(connect(redis_url), OnlineLayout.from_catalog(catalog))
+    items = store.layout["item_popularity"]
     for day, country in (("2011-12-08", "France"), ("2011-12-09", "Norway")):
         frame = pl.DataFrame({"customer_id": [12352], "country": [country], "locale": ["x"], "currency": ["NOK"]})
-        store.push(ctx, [frame], partition=day, delta_table="/x", delta_version=None, run_id="r", definition_hash="h")
+        push(store, "user_context", [frame], partition=day)
     item = pl.DataFrame(
         {
             "stock_code": ["85123A"],
@@ -40,15 +39,7 @@ def served(redis_url, catalog, monkeypatch):
             "return_rate_30d": [0.0],
         }
     )
-    store.push(
-        items,
-        [item.select("stock_code", *items.features)],
-        partition="2011-12-09",
-        delta_table="/x",
-        delta_version=None,
-        run_id="r",
-        definition_hash="h",
-    )
+    push(store, "item_popularity", [item.select("stock_code", *items.features)], partition="2011-12-09")
     return store
 
 
@@ -68,18 +59,14 @@ def test_a_service_whose_view_was_never_pushed_is_a_clear_error(served):
 
 
 def test_get_a_service_with_two_entities(served, catalog):
-    from feature_pipelines.assets import online_schema
-
-    behavior = online_schema(catalog.views["user_purchase_behavior"], catalog)
+    behavior = served.layout["user_purchase_behavior"]
     frame = pl.DataFrame(
         {
             "customer_id": [12352],
             **{f: [0.5 if "spend" in f or "rate" in f or "avg" in f else 3] for f in behavior.features},
         }
     )
-    served.push(
-        behavior, [frame], partition="2011-12-09", delta_table="/x", delta_version=None, run_id="r", definition_hash="h"
-    )
+    push(served, "user_purchase_behavior", [frame], partition="2011-12-09")
     result = runner.invoke(
         app, ["get", "ranking_model_v1", "customer_id=12352,stock_code=85123A", "customer_id=1,stock_code=85123A"]
     )
@@ -124,16 +111,14 @@ def test_rollback_job(served, catalog, redis_url, pg_instance, tmp_path):
         resources={"store": FeatureStoreResource(lake_dir=str(tmp_path), redis_url=redis_url)},
     )
     assert result.success
-    assert served.serving_version("fss", "user_context") == 1
-    assert SCHEMA.view == "toy"
+    assert served.serving_version("user_context") == 1
 
 
 def test_a_service_read_is_one_round_trip(served, catalog, redis_url, r):
     """Three views, two entity kinds, 1,000 entity rows: one MGET once the versions are known."""
-    from feature_pipelines.assets import online_schema
-    from feature_pipelines.serving import OnlineClient
+    from feature_pipelines.online.client import OnlineClient
 
-    behavior = online_schema(catalog.views["user_purchase_behavior"], catalog)
+    behavior = served.layout["user_purchase_behavior"]
     frame = pl.DataFrame({"customer_id": range(1000), **{f: [1] * 1000 for f in behavior.features}}).with_columns(
         [
             pl.col(f).cast(pl.Float64)
@@ -141,9 +126,7 @@ def test_a_service_read_is_one_round_trip(served, catalog, redis_url, r):
             if catalog.views["user_purchase_behavior"].feature(f).dtype == pl.Float64
         ]
     )
-    served.push(
-        behavior, [frame], partition="2011-12-09", delta_table="/x", delta_version=None, run_id="r", definition_hash="h"
-    )
+    push(served, "user_purchase_behavior", [frame], partition="2011-12-09")
     client = OnlineClient(redis_url, catalog)
     entities = {"customer_id": list(range(1000)), "stock_code": ["85123A"] * 1000}
     client.get_service("ranking_model_v1", entities)  # learns the serving versions

@@ -6,16 +6,18 @@ from typer.testing import CliRunner
 
 from feature_pipelines import lineage
 from feature_pipelines.cli import app
-from feature_pipelines.ingest import file_sha256
-from feature_pipelines.online_store import OnlineStore, connect
+from feature_pipelines.offline.ingest import file_sha256
+from feature_pipelines.online.connection import connect
+from feature_pipelines.online.layout import OnlineLayout
+from feature_pipelines.online.store import OnlineStore
 from tests.conftest import DAY, chain, run
 
 
 def test_lineage_chain_from_a_redis_key(retail, pg_instance, store_resource, monkeypatch):
     result = run(retail, pg_instance, store_resource, chain(retail, ["user_purchase_behavior"]), partition=DAY)
     assert result.success
-    store = OnlineStore(connect(store_resource.redis_url))
-    meta = store.serving_meta("fs", "user_purchase_behavior")
+    store = OnlineStore(connect(store_resource.redis_url), OnlineLayout.from_catalog(retail))
+    meta = store.serving_meta("user_purchase_behavior")
     key = f"fs:user_purchase_behavior:{meta.version}:{{12431}}"
     links = {link.what: link.facts for link in lineage.chain(retail, store, key, pg_instance)}
     assert links["online (Redis)"]["version"] == meta.version and links["online (Redis)"]["partition"] == DAY

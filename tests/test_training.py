@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from feature_pipelines.catalog import Catalog
-from feature_pipelines.offline_store import overwrite_partitions
+from feature_pipelines.offline.delta import overwrite_partitions
 from feature_pipelines.spec import BatchSource, Entity, Feature, FeatureService, FeatureView
 from feature_pipelines.training import Manifest, TrainingSetError, build, rebuild
 

@@ -1,0 +1,138 @@
+"""The commit history of a Delta table, read from its log: the one module that reads `_delta_log`.
+
+Training sets use it to know *when* each row became known, lineage and the catalog to say which run wrote
+what. The log is kept whole on purpose (tables are written with log cleanup off): known-time history
+needs every commit.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
+
+_STANDARD = {"timestamp", "operation", "operationParameters", "operationMetrics", "engineInfo", "clientVersion"}
+
+
+class HistoryError(ValueError):
+    """The log cannot answer: an entry is gone (log cleanup) or the table does not exist."""
+
+
+@dataclass(frozen=True)
+class Commit:
+    """One commit: when, what operation, and the metadata our writers attach (run id, partitions...)."""
+
+    version: int
+    timestamp: datetime
+    operation: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FileLife:
+    """One data file's life in the table: added by `added`, removed by `removed` (None: still live)."""
+
+    path: str
+    partition: str
+    added: int
+    removed: int | None
+    added_at: datetime
+    removed_at: datetime
+
+
+@dataclass(frozen=True)
+class History:
+    """Every commit and every file life of a table, up to `version`."""
+
+    uri: str
+    version: int
+    commits: dict[int, Commit]
+    files: list[FileLife]
+
+    def commit(self, version: int) -> Commit:
+        return self.commits[version]
+
+    def first_write(self) -> dict[str, int]:
+        """Per partition, the version that first wrote it."""
+        out: dict[str, int] = {}
+        for f in self.files:
+            out[f.partition] = min(f.added, out.get(f.partition, f.added))
+        return out
+
+
+def log_dir(uri: str) -> Path:
+    return Path(uri) / "_delta_log"
+
+
+def latest_version(uri: str) -> int | None:
+    """The newest committed version, from the log file names (no Delta reader needed)."""
+    versions = [int(p.stem) for p in log_dir(uri).glob("*.json") if p.stem.isdigit()]
+    return max(versions) if versions else None
+
+
+def read_history(uri: str, version: int | None = None, partition_column: str | None = None) -> History:
+    """Parse the log entries 0..version (default: the newest). File lives are tracked per path: a path
+    may be added, removed and added back (RESTORE), one life each time."""
+    newest = latest_version(uri)
+    if newest is None:
+        raise HistoryError(f"{uri}: no Delta table here (no _delta_log)")
+    version = newest if version is None else version
+    commits: dict[int, Commit] = {}
+    lives: dict[str, list[list]] = {}
+    for v in range(version + 1):
+        entry = log_dir(uri) / f"{v:020d}.json"
+        if not entry.exists():
+            raise HistoryError(
+                f"{uri}: Delta log entry {v} is gone (log retention); this needs the whole log, "
+                "e.g. use mode='latest' for training sets"
+            )
+        for line in entry.read_text().splitlines():
+            action = json.loads(line)
+            if "commitInfo" in action:
+                commits[v] = _commit(v, action["commitInfo"])
+            elif "add" in action:
+                add = action["add"]
+                values = add.get("partitionValues") or {}
+                partition = values.get(partition_column, "") if partition_column else ""
+                lives.setdefault(add["path"], []).append([v, None, partition])
+            elif "remove" in action and action["remove"]["path"] in lives:
+                lives[action["remove"]["path"]][-1][1] = v
+    files = [
+        FileLife(
+            path=str(Path(uri) / unquote(path)),
+            partition=partition,
+            added=added,
+            removed=removed,
+            added_at=commits[added].timestamp,
+            removed_at=commits[removed].timestamp if removed is not None else FAR_FUTURE,
+        )
+        for path, spans in lives.items()
+        for added, removed, partition in spans
+    ]
+    return History(uri, version, commits, files)
+
+
+def commit(uri: str, version: int) -> Commit | None:
+    """One commit of a table (None if the table or the entry does not exist)."""
+    entry = log_dir(uri) / f"{version:020d}.json"
+    if not entry.exists():
+        return None
+    for line in entry.read_text().splitlines():
+        action = json.loads(line)
+        if "commitInfo" in action:
+            return _commit(version, action["commitInfo"])
+    return None
+
+
+def _commit(version: int, info: dict[str, Any]) -> Commit:
+    return Commit(
+        version=version,
+        timestamp=datetime.fromtimestamp(info["timestamp"] / 1000, UTC),
+        operation=info.get("operation", ""),
+        metadata={k: v for k, v in info.items() if k not in _STANDARD},
+    )

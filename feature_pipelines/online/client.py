@@ -1,0 +1,269 @@
+"""The serving client: a feature service's (or a view's) features for many entities in one round trip.
+
+It needs only Redis: each version's metadata carries the schema, so the client decodes values without
+the catalog, exactly as a reader in another language would (docs/online-key-spec.md). It caches the
+serving version of each view and validates the cache in the same MGET that reads the data: the pointer
+keys come first, and if one moved the read is repeated once with the new versions. Every row of a read
+comes from one complete version of each view.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import msgpack
+import redis
+
+from feature_pipelines.catalog import Catalog
+from feature_pipelines.online.codec import value_converter
+from feature_pipelines.online.connection import connect, is_cluster
+from feature_pipelines.online.errors import OnlineStoreError
+from feature_pipelines.online.layout import NAMESPACES, OnlineLayout, OnlineSchema, ViewKeys
+from feature_pipelines.online.store import VersionMeta
+
+
+class FeatureRow(tuple):
+    """One entity's features: an immutable mapping from feature name to typed value (None when missing).
+
+    `row["spend_7d"]`, `row.get(...)`, `dict(row)`, `row.to_dict()` and `row == {...}` work as for a dict.
+    It is a tuple underneath, so decoding 100 entities builds 100 small objects, not 100 dicts.
+    """
+
+    __slots__ = ()
+    _names: tuple[str, ...] = ()
+    _index: dict[str, int] = {}
+
+    def __getitem__(self, key):  # type: ignore[override]
+        if isinstance(key, str):
+            return tuple.__getitem__(self, self._index[key])
+        return tuple.__getitem__(self, key)
+
+    def __iter__(self):  # iterate names, like a mapping
+        return iter(self._names)
+
+    def __contains__(self, key: object) -> bool:  # type: ignore[override]
+        return key in self._index
+
+    def keys(self) -> tuple[str, ...]:
+        return self._names
+
+    def values(self) -> tuple[Any, ...]:
+        return tuple(tuple.__iter__(self))
+
+    def items(self):
+        return zip(self._names, tuple.__iter__(self), strict=True)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        i = self._index.get(key)
+        return default if i is None else tuple.__getitem__(self, i)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.items())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Mapping):
+            return self.to_dict() == dict(other.items())
+        return NotImplemented
+
+    __hash__ = tuple.__hash__
+
+    def __repr__(self) -> str:
+        return repr(self.to_dict())
+
+
+Mapping.register(FeatureRow)
+
+
+@cache
+def row_type(names: tuple[str, ...]) -> type[FeatureRow]:
+    return type(
+        "FeatureRow", (FeatureRow,), {"__slots__": (), "_names": names, "_index": {n: i for i, n in enumerate(names)}}
+    )
+
+
+@dataclass(frozen=True)
+class _Served:
+    version: int
+    schema: OnlineSchema
+    prefix: str
+    converters: list[Any]
+    pointer: str
+    version_bytes: bytes
+    row: type[FeatureRow]
+    plain: bool  # no value needs converting after msgpack (no timestamps, dates or vectors)
+
+
+class OnlineClient:
+    """Reads features from Redis, keyed by view name.
+
+    `catalog` gives the layout (each view's namespace) and resolves feature services by name; without it
+    the client finds a view's namespace in Redis, as a reader that only knows the key spec would."""
+
+    def __init__(
+        self, url_or_client: str | redis.Redis, catalog: Catalog | None = None, layout: OnlineLayout | None = None
+    ) -> None:
+        self.r = connect(url_or_client) if isinstance(url_or_client, str) else url_or_client
+        self.url = url_or_client if isinstance(url_or_client, str) else repr(url_or_client)
+        self.catalog = catalog
+        self.layout = layout or (OnlineLayout.from_catalog(catalog) if catalog is not None else None)
+        self._served: dict[str, _Served] = {}
+        self._keys: dict[str, ViewKeys] = {}
+        self._cluster = is_cluster(self.r)
+
+    # -- public API ---------------------------------------------------------------------------------
+    def get_view(self, view: str, ids: Sequence[Any]) -> list[FeatureRow]:
+        """One row per id (in order), features by name; all None for unknown or expired ids."""
+        served = self._served.get(view)
+        if served is not None and served.plain and not self._cluster:
+            # Fast path: one MGET with the version pointer first; valid unless the pointer moved.
+            prefix = served.prefix
+            try:
+                values = self.r.execute_command("MGET", served.pointer, *[f"{prefix}{i}}}" for i in ids])
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                raise OnlineStoreError(f"cannot reach Redis at {self.url}: {exc}") from exc
+            if values[0] == served.version_bytes:
+                return _decode_plain(served, values[1:])
+        return self._read([(view, list(ids), None)], len(ids))
+
+    def get_version(self, view: str, version: int, ids: Sequence[Any]) -> list[FeatureRow]:
+        """A given version of a view, served or not (for checks and audits, not for serving)."""
+        keys = self.keys(view)
+        raw = self.r.hget(keys.versions, str(version))
+        if raw is None:
+            raise OnlineStoreError(f"view {view!r} has no version {version} in Redis at {self.url}")
+        served = _served_from(VersionMeta.from_json(raw), keys)
+        data_keys = [f"{served.prefix}{i}}}" for i in ids]
+        values = self.r.mget_nonatomic(data_keys) if self._cluster else self.r.mget(data_keys)
+        return self._decode([(view, list(ids), None)], [served], values, len(ids))
+
+    def get_service(self, service: str, entities: dict[str, Sequence[Any]]) -> list[FeatureRow]:
+        """Features of a feature service for aligned entity rows, e.g. `{"customer_id": [...]}`."""
+        if self.catalog is None:
+            raise ValueError("resolving a feature service needs the catalog: OnlineClient(url, catalog)")
+        refs = self.catalog.resolve_service(service)
+        lengths = {len(v) for v in entities.values()}
+        if len(lengths) != 1:
+            raise ValueError(
+                f"entity columns must have the same length, got { {k: len(v) for k, v in entities.items()} }"
+            )
+        n = lengths.pop()
+        wanted: dict[str, list[str]] = {}
+        for ref in refs:
+            wanted.setdefault(ref.view.name, []).append(ref.feature)
+        reads = []
+        for view_name, feats in wanted.items():
+            key = self.catalog.entity_of(self.catalog.views[view_name]).join_key
+            if key not in entities:
+                raise ValueError(f"feature service {service!r} needs {key!r} ids (for view {view_name!r})")
+            reads.append((view_name, list(entities[key]), feats))
+        return self._read(reads, n)
+
+    def keys(self, view: str) -> ViewKeys:
+        """The keys of `view`: from the layout, else found in Redis (the namespace holding its pointer)."""
+        if view in self._keys:
+            return self._keys[view]
+        if self.layout is not None and view in self.layout:
+            keys = self.layout.keys_of(view)
+        else:
+            found = [ViewKeys(ns, view) for ns in NAMESPACES if self.r.exists(ViewKeys(ns, view).current)]
+            if not found:
+                raise OnlineStoreError(f"view {view!r} has no serving version in Redis at {self.url}")
+            keys = found[0]
+        self._keys[view] = keys
+        return keys
+
+    # -- internals ----------------------------------------------------------------------------------
+    def _refresh(self, view: str) -> _Served:
+        keys = self.keys(view)
+        current = self.r.get(keys.current)
+        if current is None:
+            raise OnlineStoreError(f"view {view!r} has no serving version in Redis at {self.url}")
+        raw = self.r.hget(keys.versions, current)
+        if raw is None:
+            raise OnlineStoreError(f"view {view!r}: serving version {current.decode()} has no metadata")
+        served = _served_from(VersionMeta.from_json(raw), keys)
+        self._served[view] = served
+        return served
+
+    def _read(self, reads: list[tuple[str, list[Any], list[str] | None]], n: int) -> list[FeatureRow]:
+        try:
+            for _attempt in range(3):
+                served = [self._served.get(v) or self._refresh(v) for v, _, _ in reads]
+                pointers = [s.pointer for s in served]
+                keys = [f"{s.prefix}{i}}}" for s, (_, ids, _) in zip(served, reads, strict=True) for i in ids]
+                if self._cluster:
+                    values = self.r.mget_nonatomic(pointers + keys)
+                else:
+                    values = self.r.execute_command("MGET", *pointers, *keys)
+                stale = [
+                    v
+                    for (v, _, _), s, p in zip(reads, served, values, strict=False)
+                    if p is None or int(p) != s.version
+                ]
+                if not stale:
+                    return self._decode(reads, served, values[len(pointers) :], n)
+                for view in stale:
+                    self._served.pop(view, None)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise OnlineStoreError(f"cannot reach Redis at {self.url}: {exc}") from exc
+        raise OnlineStoreError("serving versions kept changing during the read; retry")
+
+    @staticmethod
+    def _decode(reads, served: list[_Served], values: list[bytes | None], n: int) -> list[FeatureRow]:
+        unpack = msgpack.unpackb
+        if len(reads) == 1 and reads[0][2] is None and served[0].plain:
+            return _decode_plain(served[0], values)
+        columns: list[list[Any]] = [[] for _ in range(n)]
+        out_names: list[str] = []
+        pos = 0
+        for (_view, _ids, wanted), s in zip(reads, served, strict=True):
+            names = s.schema.features
+            convs = s.converters
+            # A feature the serving version does not have yet (added since its push) reads as None.
+            pick = list(range(len(names))) if wanted is None else [names.index(f) if f in names else -1 for f in wanted]
+            out_names += list(names) if wanted is None else list(wanted)
+            needs_conv = any(j >= 0 and convs[j] is not None for j in pick)
+            nulls = [None] * len(pick)
+            for i in range(n):
+                blob = values[pos + i]
+                if blob is None:
+                    columns[i] += nulls
+                    continue
+                vals = unpack(blob)
+                picked = [vals[j] if j >= 0 else None for j in pick]
+                if needs_conv:
+                    picked = [
+                        convs[j](v) if j >= 0 and convs[j] is not None else v for j, v in zip(pick, picked, strict=True)
+                    ]
+                columns[i] += picked
+            pos += n
+        row = row_type(tuple(out_names))
+        return [row(values_) for values_ in columns]
+
+
+def _served_from(meta: VersionMeta, keys: ViewKeys) -> _Served:
+    converters = [value_converter(d) for d in meta.schema.dtypes]
+    return _Served(
+        version=meta.version,
+        schema=meta.schema,
+        prefix=keys.data_prefix(meta.version),
+        converters=converters,
+        pointer=keys.current,
+        version_bytes=str(meta.version).encode(),
+        row=row_type(tuple(meta.schema.features)),
+        plain=not any(converters),
+    )
+
+
+def _decode_plain(served: _Served, values: list[bytes | None]) -> list[FeatureRow]:
+    """One view, values that need no conversion: unpack all blobs in one C call when none is missing."""
+    row = served.row
+    if None in values:
+        empty = row((None,) * len(served.schema.features))
+        return [row(msgpack.unpackb(b)) if b is not None else empty for b in values]
+    if len(values) == 1:
+        return [row(msgpack.unpackb(values[0]))]
+    return list(map(row, msgpack.unpackb(b"\xdd" + len(values).to_bytes(4, "big") + b"".join(values))))

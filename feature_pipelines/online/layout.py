@@ -1,0 +1,124 @@
+"""Where online views live in Redis: namespaces and every key name. The only module that spells a key.
+
+    <ns>:{<view>}:current        serving version number (string)
+    <ns>:{<view>}:versions       hash: version number -> JSON metadata (schema, partition, Delta version...)
+    <ns>:{<view>}:seq            counter that hands out version numbers
+    <ns>:<view>:<version>:{<id>} msgpack array of the view's features, in schema order
+
+`<ns>` is `fs` for public and internal views and `fss` for confidential and restricted ones, so Redis ACLs
+separate them by key pattern. Control keys are hash-tagged by view (a Redis Cluster keeps them in one slot,
+which the promote script needs), data keys by entity id (one entity's keys share a slot across views). The
+full contract is docs/online-key-spec.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+if TYPE_CHECKING:
+    from feature_pipelines.catalog import Catalog
+    from feature_pipelines.spec import FeatureView
+
+NAMESPACES = ("fs", "fss")
+SENSITIVE = ("confidential", "restricted")
+
+
+def namespace_for(sensitivity: str) -> str:
+    return "fss" if sensitivity in SENSITIVE else "fs"
+
+
+@dataclass(frozen=True)
+class ViewKeys:
+    """The key names of one online view."""
+
+    namespace: str
+    view: str
+
+    def control(self, what: str) -> str:
+        return f"{self.namespace}:{{{self.view}}}:{what}"
+
+    @property
+    def current(self) -> str:
+        return self.control("current")
+
+    @property
+    def versions(self) -> str:
+        return self.control("versions")
+
+    @property
+    def seq(self) -> str:
+        return self.control("seq")
+
+    def data_prefix(self, version: int) -> str:
+        """Everything before the entity id; a data key is this, the id, and `}`."""
+        return f"{self.namespace}:{self.view}:{version}:{{"
+
+    def data_key(self, version: int, entity_id: Any) -> str:
+        return f"{self.data_prefix(version)}{entity_id}}}"
+
+    def data_keys(self, version: int, ids: pl.Series) -> pl.Series:
+        """Data keys of many ids at once (ids already in their key form, see `key_text`)."""
+        return self.data_prefix(version) + key_text(ids) + "}"
+
+
+def key_text(ids: pl.Series) -> pl.Series:
+    """Entity ids as they appear in keys: integers in decimal, strings verbatim."""
+    return ids.cast(pl.String)
+
+
+@dataclass(frozen=True)
+class OnlineSchema:
+    """What a reader needs to decode a view's values, stored with every version."""
+
+    view: str
+    namespace: str
+    join_key: str
+    features: list[str]
+    dtypes: list[str]
+    ttl_seconds: int | None
+
+    @property
+    def keys(self) -> ViewKeys:
+        return ViewKeys(self.namespace, self.view)
+
+
+def online_schema(view: FeatureView, catalog: Catalog) -> OnlineSchema:
+    ttl = int(view.online_ttl.total_seconds()) if view.online_ttl else None
+    return OnlineSchema(
+        view=view.name,
+        namespace=namespace_for(view.sensitivity),
+        join_key=catalog.entity_of(view).join_key,
+        features=view.feature_names,
+        dtypes=[str(f.polars_dtype) for f in view.features],
+        ttl_seconds=ttl,
+    )
+
+
+class OnlineLayout(Mapping[str, OnlineSchema]):
+    """Every online view by name, with its schema and keys: what the store and the client are keyed by."""
+
+    def __init__(self, schemas: Iterable[OnlineSchema]) -> None:
+        self._schemas = {s.view: s for s in schemas}
+
+    @classmethod
+    def from_catalog(cls, catalog: Catalog) -> OnlineLayout:
+        return cls(online_schema(v, catalog) for v in catalog.online_views)
+
+    def __getitem__(self, view: str) -> OnlineSchema:
+        try:
+            return self._schemas[view]
+        except KeyError:
+            raise KeyError(f"unknown online view {view!r}; known: {sorted(self._schemas)}") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._schemas)
+
+    def __len__(self) -> int:
+        return len(self._schemas)
+
+    def keys_of(self, view: str) -> ViewKeys:
+        return self[view].keys

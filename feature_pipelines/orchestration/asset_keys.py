@@ -1,0 +1,21 @@
+"""Asset keys of the graph, one function per layer: `raw/<source>`, `features/<view>`, `online/<view>`."""
+
+import dagster as dg
+
+from feature_pipelines.spec import BatchSource, FeatureView, TrainingSetSpec
+
+
+def raw_key(source: BatchSource) -> dg.AssetKey:
+    return dg.AssetKey(["raw", source.name])
+
+
+def feature_key(view: FeatureView) -> dg.AssetKey:
+    return dg.AssetKey(["features", view.name])
+
+
+def online_key(view: FeatureView) -> dg.AssetKey:
+    return dg.AssetKey(["online", view.name])
+
+
+def training_set_key(spec: TrainingSetSpec) -> dg.AssetKey:
+    return dg.AssetKey(["training_sets", spec.name])

@@ -1,0 +1,128 @@
+"""The asset checks of a feature table, declared from the spec and evaluated in the asset's own step.
+
+`gx_suite` is the blocking gate (it runs before the Delta commit); the others warn. Each result's
+metadata is plotted by the Dagster UI per run.
+"""
+
+from datetime import date, timedelta
+
+import dagster as dg
+import polars as pl
+
+from feature_pipelines.catalog import Catalog
+from feature_pipelines.checks import drift, freshness
+from feature_pipelines.offline import delta
+from feature_pipelines.spec import PARTITION_DATE, FeatureView
+
+GX_CHECK = "gx_suite"
+WARN = dg.AssetCheckSeverity.WARN
+REFERENCE_PARTITIONS = 28
+"""Drift compares the newest partition with this many partitions before it."""
+
+
+def feature_check_specs(key: dg.AssetKey, partitions: dg.PartitionsDefinition) -> list[dg.AssetCheckSpec]:
+    return [
+        # Partitioned (preview in 1.13) so that `all_deps_blocking_checks_passed` can tell, per partition,
+        # whether the push may follow (pitfall P4).
+        dg.AssetCheckSpec(
+            GX_CHECK,
+            asset=key,
+            partitions_def=partitions,
+            blocking=True,
+            description="Blocking GE expectations from the spec; run before the Delta commit.",
+        ),
+        dg.AssetCheckSpec(
+            "gx_warn",
+            asset=key,
+            blocking=False,
+            description="Warn-level GE expectations from the spec: recorded, the run goes on.",
+        ),
+        dg.AssetCheckSpec(
+            "drift",
+            asset=key,
+            blocking=False,
+            description=f"PSI / Jensen-Shannon distance of the newest partition against the "
+            f"{REFERENCE_PARTITIONS} before it.",
+        ),
+        dg.AssetCheckSpec(
+            "source_freshness",
+            asset=key,
+            blocking=False,
+            description="Age of the newest source event at each partition's end.",
+        ),
+        dg.AssetCheckSpec(
+            "completeness",
+            asset=key,
+            blocking=False,
+            description="Share of the entities active on each partition's day that got a row.",
+        ),
+    ]
+
+
+def drift_check(view: FeatureView, uri: str, version: int, frame: pl.DataFrame, newest: date) -> dg.AssetCheckResult:
+    first = (newest - timedelta(days=REFERENCE_PARTITIONS)).isoformat()
+    last = (newest - timedelta(days=1)).isoformat()
+    reference = delta.read_partitions(uri, PARTITION_DATE, first, last, version)
+    current = frame.filter(pl.col(PARTITION_DATE) == newest.isoformat())
+    n_ref = reference[PARTITION_DATE].n_unique() if reference.height else 0
+    if n_ref < 7 or current.height == 0:
+        return dg.AssetCheckResult(
+            check_name="drift",
+            passed=True,
+            severity=WARN,
+            metadata={
+                "partition": newest.isoformat(),
+                "reference_partitions": n_ref,
+                "note": "not evaluated: fewer than 7 reference partitions or an empty partition",
+            },
+        )
+    results = drift.drift(view.features, reference, current)
+    drifted = [d for d in results if d.drifted]
+    return dg.AssetCheckResult(
+        check_name="drift",
+        passed=not drifted,
+        severity=WARN,
+        metadata={
+            "partition": newest.isoformat(),
+            "reference_partitions": n_ref,
+            **{f"{d.metric}/{d.feature}": round(d.value, 4) for d in results},
+            "drifted": ", ".join(f"{d.feature} ({d.metric} {d.value:.3f} > {d.threshold})" for d in drifted) or "none",
+        },
+    )
+
+
+def health_checks(
+    view: FeatureView, catalog: Catalog, raw: pl.DataFrame, frame: pl.DataFrame, days: list[date]
+) -> list[dg.AssetCheckResult]:
+    health = freshness.partition_health(view, catalog, raw, frame, days)
+    newest = health[-1]
+    limit = view.max_source_lag
+    stale = [h for h in health if h.source_lag is None or h.source_lag > limit]
+    lag_h = newest.source_lag.total_seconds() / 3600 if newest.source_lag is not None else -1
+    incomplete = [h for h in health if h.completeness < view.min_completeness]
+    return [
+        dg.AssetCheckResult(
+            check_name="source_freshness",
+            passed=not stale,
+            severity=WARN,
+            metadata={
+                "source_lag_hours": round(lag_h, 2),
+                "max_source_lag_hours": limit.total_seconds() / 3600,
+                "stale_partitions": ", ".join(h.partition for h in stale[:20]) or "none",
+                "n_stale": len(stale),
+            },
+        ),
+        dg.AssetCheckResult(
+            check_name="completeness",
+            passed=not incomplete,
+            severity=WARN,
+            metadata={
+                "completeness": round(newest.completeness, 4),
+                "active_entities": newest.active,
+                "min_completeness": view.min_completeness,
+                "incomplete_partitions": ", ".join(f"{h.partition} ({h.completeness:.2%})" for h in incomplete[:20])
+                or "none",
+                "n_incomplete": len(incomplete),
+            },
+        ),
+    ]

@@ -1,0 +1,78 @@
+"""Publishing a feature partition online: write a new version, verify it, then promote or reject it.
+
+The store only moves versions; this module sequences a push and owns what joins the offline and the
+online side: where a version's rows come from (its Delta partition), and the round-trip check that must
+pass before a version serves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import polars as pl
+
+from feature_pipelines.checks.roundtrip import RoundTrip, compare
+from feature_pipelines.offline import delta
+from feature_pipelines.online.client import OnlineClient
+from feature_pipelines.online.store import OnlineStore, Promotion, VersionMeta, Written
+from feature_pipelines.spec import PARTITION_DATE
+
+ID_BATCH = 100_000
+
+
+@dataclass(frozen=True)
+class Published:
+    written: Written
+    roundtrip: RoundTrip
+    promotion: Promotion
+    pruned: list[int]
+
+
+def version_ids(meta: VersionMeta) -> Iterator[pl.Series]:
+    """The entity ids a version was written for, read back from the Delta partition it came from."""
+    key = meta.schema.join_key
+    if delta.table_version(meta.delta_table) is None:
+        return  # a removed table: the version's keys expire by their TTL instead
+    for batch in delta.iter_partition(
+        meta.delta_table, PARTITION_DATE, meta.partition, [key], meta.delta_version, batch_rows=ID_BATCH
+    ):
+        yield batch[key]
+
+
+def publish(
+    store: OnlineStore,
+    view: str,
+    table: str,
+    partition: str,
+    *,
+    run_id: str,
+    definition_hash: str,
+    sample: int,
+) -> Published:
+    """Push the Delta partition `partition` of `table` as a new version of `view`, verified before it serves."""
+    schema = store.layout[view]
+    version = delta.table_version(table)
+    batches = delta.iter_partition(table, PARTITION_DATE, partition, [schema.join_key, *schema.features], version)
+    written = store.write(
+        view,
+        batches,
+        partition=partition,
+        delta_table=table,
+        delta_version=version,
+        run_id=run_id,
+        definition_hash=definition_hash,
+    )
+    check = compare(
+        OnlineClient(store.r, layout=store.layout),
+        view,
+        written.version,
+        schema.join_key,
+        schema.features,
+        table,
+        version,
+        partition,
+        sample,
+    )
+    promotion = store.promote(written) if check.passed else store.reject(written, check.describe())
+    return Published(written, check, promotion, store.prune(view, version_ids))
