@@ -8,13 +8,14 @@ pass before a version serves.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import polars as pl
 
 from feature_pipelines.checks.roundtrip import RoundTrip, compare
 from feature_pipelines.offline import delta
 from feature_pipelines.online.client import OnlineClient
+from feature_pipelines.online.layout import NAMESPACES, ViewKeys
 from feature_pipelines.online.store import OnlineStore, Promotion, VersionMeta, Written
 from feature_pipelines.spec import PARTITION_DATE
 
@@ -27,6 +28,7 @@ class Published:
     roundtrip: RoundTrip
     promotion: Promotion
     pruned: list[int]
+    retired_namespaces: list[str] = field(default_factory=list)
 
 
 def version_ids(meta: VersionMeta) -> Iterator[pl.Series]:
@@ -75,4 +77,24 @@ def publish(
         sample,
     )
     promotion = store.promote(written) if check.passed else store.reject(written, check.describe())
-    return Published(written, check, promotion, store.prune(view, version_ids))
+    return Published(written, check, promotion, store.prune(view, version_ids), retire_old_namespaces(store, view))
+
+
+def retire_old_namespaces(store: OnlineStore, view: str) -> list[str]:
+    """Remove the view's copy from every namespace but its own (its sensitivity changed): pointer first, so
+    it stops being readable at once, then every version's keys and the control keys. A killed removal is
+    finished by the next push. Returns the namespaces cleaned."""
+    own = store.layout[view].namespace
+    cleaned = []
+    for ns in NAMESPACES:
+        keys = ViewKeys(ns, view)
+        if ns == own or not (store.r.exists(keys.current) or store.r.exists(keys.versions) or store.r.exists(keys.seq)):
+            continue
+        store.r.delete(keys.current)
+        for raw in store.r.hgetall(keys.versions).values():
+            meta = VersionMeta.from_json(raw)
+            store.delete_version(meta, version_ids(meta))
+        store.r.delete(keys.versions)
+        store.r.delete(keys.seq)
+        cleaned.append(ns)
+    return cleaned

@@ -195,6 +195,6 @@ def test_definitions_wire_sensors_checks_and_conditions():
     assert {s.name for s in defs.sensors} == {"online_retail_arrivals", "feature_automation"}
     online = graph.get(dg.AssetKey(["online", "user_context"]))
     assert "all_deps_blocking_checks_passed" in str(online.automation_condition.get_snapshot())
-    assert graph.get(dg.AssetKey(["features", "user_context"])).automation_condition.get_label() == "eager"
+    assert graph.get(dg.AssetKey(["features", "user_context"])).automation_condition.get_label() == "eager_or_late_data"
     checks = {k.name for k in graph.asset_check_keys}
     assert {"partition_freshness", "online_freshness", "roundtrip", "gx_suite", "drift"} <= checks
