@@ -27,7 +27,7 @@ from typing import Literal
 import polars as pl
 import redis
 
-from feature_pipelines.catalog import LOCK_FILE, Catalog
+from feature_pipelines.catalog import LOCK_FILE, Catalog, CatalogError
 from feature_pipelines.offline import delta, history
 from feature_pipelines.offline.compute import empty_frame
 from feature_pipelines.online.layout import NAMESPACES, ViewKeys, namespace_for
@@ -85,7 +85,7 @@ class Plan:
 
     @property
     def breaking(self) -> bool:
-        return any(v.breaking for v in self.views)
+        return any(v.breaking for v in self.views) or any(c.kind == "breaking" for c in self.services)
 
     @property
     def nothing_deployed(self) -> bool:
@@ -222,7 +222,7 @@ def _new_view(
     last: str,
 ) -> list[Change]:
     older = sorted(
-        (v for v in range(1, view.version) if delta.table_version(table_uri(versioned_name(view.name, v)))),
+        (v for v in range(1, view.version) if delta.table_version(table_uri(versioned_name(view.name, v))) is not None),
         reverse=True,
     )
     if not older:
@@ -385,9 +385,10 @@ def _online_changes(view: FeatureView, deployed: Deployed) -> list[Change]:
         if f.name in served and served[f.name] != str(f.polars_dtype):
             changes.append(
                 Change(
-                    "breaking",
+                    "info",
                     f"online: {f.name} served as {served[f.name]}, declared {f.polars_dtype}",
-                    "serving refuses a feature service whose contract does not match; bump the view's version",
+                    "until a version with the declared dtype serves, serving refuses feature services that "
+                    "consume it as declared (their contract does not match)",
                 )
             )
     ttl_now = int(view.online_ttl.total_seconds()) if view.online_ttl else None
@@ -432,7 +433,13 @@ def _service_changes(catalog: Catalog) -> list[Change]:
     out = [Change("info", w.split(": ", 1)[-1], "a warning, not an error") for w in catalog.warnings]
     for name in sorted(catalog.services):
         lock = catalog.locks.get(name)
-        contract = catalog.contract(name)
+        try:
+            contract = catalog.contract(name)
+        except CatalogError as exc:
+            out += [
+                Change("breaking", f"service {name}: {p.split(': ', 2)[-1]}", "fix the catalog") for p in exc.problems
+            ]
+            continue
         if lock is None:
             out.append(
                 Change(

@@ -25,9 +25,13 @@ SENSITIVITIES: tuple[str, ...] = ("public", "internal", "confidential", "restric
 
 def _caller_location() -> str:
     """Where the spec object was written, as `path:line`, so every error can point a human at it."""
-    for frame in inspect.stack()[2:]:
-        if not frame.filename.endswith(("spec.py", "dataclasses.py")) and "<" not in frame.filename:
-            return f"{frame.filename}:{frame.lineno}"
+    frame = inspect.currentframe()
+    frame = frame.f_back.f_back if frame and frame.f_back else None  # skip this function and __post_init__
+    while frame is not None:  # frames, not inspect.stack(): that reads every caller's source, 100x slower
+        filename = frame.f_code.co_filename
+        if not filename.endswith(("spec.py", "dataclasses.py")) and "<" not in filename:
+            return f"{filename}:{frame.f_lineno}"
+        frame = frame.f_back
     return "<unknown>"
 
 
