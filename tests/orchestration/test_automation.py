@@ -13,6 +13,7 @@ from feature_pipelines.online.layout import OnlineLayout
 from feature_pipelines.online.store import OnlineStore
 from feature_pipelines.orchestration.asset_keys import feature_key, online_key, raw_key
 from feature_pipelines.orchestration.automation import (
+    _ranges,
     build_arrival_sensor,
     build_freshness_checks,
     due_partition,
@@ -22,6 +23,23 @@ from feature_pipelines.orchestration.automation import (
 )
 from feature_pipelines.orchestration.factory import build_asset_defs
 from tests.conftest import DAY, chain, real_data, run
+
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+
+
+def json_cursor(folder) -> str:
+    """A sensor cursor that has seen every file of `folder` except `late.parquet`."""
+    import json
+    import os
+
+    from feature_pipelines.offline.ingest import file_sha256
+
+    seen = {}
+    for path in sorted(folder.glob("*.parquet")):
+        if path.name != "late.parquet":
+            stat = os.stat(path)
+            seen[str(path)] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": file_sha256(str(path))}
+    return json.dumps(seen, sort_keys=True)
 
 
 def landing_catalog(catalog, folder, start=date(2011, 2, 1), end=date(2011, 3, 1)):
@@ -198,3 +216,71 @@ def test_definitions_wire_sensors_checks_and_conditions():
     assert graph.get(dg.AssetKey(["features", "user_context"])).automation_condition.get_label() == "eager_or_late_data"
     checks = {k.name for k in graph.asset_check_keys}
     assert {"partition_freshness", "online_freshness", "roundtrip", "gx_suite", "drift"} <= checks
+
+
+def test_late_raw_data_rematerializes_exactly_the_feature_partitions_whose_window_contains_it(
+    tmp_path, catalog, pg_instance, store_resource
+):
+    """Before: `eager()` only looks at the latest time window, so a late file for an old day never reached the
+    feature partitions computed from it."""
+    folder = tmp_path / "landing"
+    folder.mkdir()
+    first, last, late_days = "2011-01-20", "2011-03-01", ("2011-01-25", "2011-02-25")
+    for day in pl.date_range(date(2011, 1, 20), date(2011, 3, 1), eager=True).cast(pl.String):
+        rows = real_data(day, day)
+        # The late days first arrive without their last 200 lines; those come later in one late file.
+        (rows.head(rows.height - 200) if day in late_days else rows).write_parquet(folder / f"retail_{day}.parquet")
+    cat = landing_catalog(catalog, folder, start=date(2011, 1, 20))
+    cat = dataclasses.replace(
+        cat, views={"item_popularity": cat.views["item_popularity"]}, services={}, training_sets={}
+    )
+    view, source = cat.views["item_popularity"], cat.sources["online_retail"]
+    assert view.lookback == timedelta(days=30)
+    defs = dg.Definitions(
+        assets=with_automation(build_asset_defs(cat), cat).assets, resources={"store": store_resource}
+    )
+    baseline = dg.evaluate_automation_conditions(defs=defs, instance=pg_instance)
+    assert run(cat, pg_instance, store_resource, [raw_key(source)], first=first, last=last).success
+    # Feature partitions from Jan 22, except Feb 10 (missing: a backfill's job, not late data's).
+    for lo, hi in (("2011-01-22", "2011-02-09"), ("2011-02-11", last)):
+        assert run(cat, pg_instance, store_resource, [feature_key(view)], first=lo, last=hi).success
+    uri = store_resource.settings.feature_table("item_popularity")
+    before = pl.read_delta(uri)
+    settled = dg.evaluate_automation_conditions(defs=defs, instance=pg_instance, cursor=baseline.cursor)
+    assert settled.get_requested_partitions(feature_key(view)) <= {last}  # at most the latest window (eager)
+    if settled.get_num_requested(feature_key(view)):
+        assert run(cat, pg_instance, store_resource, [feature_key(view)], partition=last).success
+        settled = dg.evaluate_automation_conditions(defs=defs, instance=pg_instance, cursor=settled.cursor)
+    assert settled.get_num_requested(feature_key(view)) == 0
+
+    # The late file: the sensor asks for exactly its days; ingest them as the daemon would.
+    pl.concat([real_data(d, d).tail(200) for d in late_days]).write_parquet(folder / "late.parquet")
+    requests, _, problems = scan_arrivals(source, cat, json_cursor(folder))
+    assert not problems and [(r.tags[RANGE_START], r.tags[RANGE_END]) for r in requests] == [(d, d) for d in late_days]
+    for day in late_days:
+        assert run(cat, pg_instance, store_resource, [raw_key(source)], partition=day).success
+
+    ticked = dg.evaluate_automation_conditions(defs=defs, instance=pg_instance, cursor=settled.cursor)
+
+    def days(lo: date, hi: date) -> set[str]:
+        return {str(d) for d in pl.date_range(lo, hi, eager=True)}
+
+    # Partition D reads raw D-29..D: Jan 25 is in the windows of Jan 25..Feb 23 (not Feb 24), Feb 25 in those of
+    # Feb 25..Mar 26, bounded by the source's last day. Only existing partitions (not Feb 10).
+    expected = (days(date(2011, 1, 25), date(2011, 2, 23)) | days(date(2011, 2, 25), date(2011, 3, 1))) - {"2011-02-10"}
+    assert ticked.get_requested_partitions(feature_key(view)) == expected
+    # The push follows only the latest window: an old partition never goes online.
+    assert ticked.get_requested_partitions(online_key(view)) <= {last}
+
+    for lo, hi in _ranges(sorted(expected)):  # what the daemon's backfill runs
+        assert run(cat, pg_instance, store_resource, [feature_key(view)], first=lo, last=hi).success
+    after = pl.read_delta(uri)
+    for day in sorted(set(before["partition_date"])):
+        old = before.filter(pl.col("partition_date") == day).drop("event_timestamp")
+        new = after.filter(pl.col("partition_date") == day).drop("event_timestamp")
+        if day in expected:  # the late lines count in every window that contains their day
+            assert new["units_sold_30d"].sum() > old["units_sold_30d"].sum(), day
+        else:
+            assert new.equals(old), day
+    again = dg.evaluate_automation_conditions(defs=defs, instance=pg_instance, cursor=ticked.cursor)
+    assert again.get_num_requested(feature_key(view)) == 0
