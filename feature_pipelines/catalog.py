@@ -79,6 +79,7 @@ class Catalog:
     base_dir: Path = Path(".")
     locks: dict[str, dict[str, LockedView]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # only when loaded with strict=False
 
     def versions_of(self, name: str) -> dict[int, FeatureView]:
         """Every declared version of the view called `name`, by version number."""
@@ -273,8 +274,11 @@ def lock_services(catalog: Catalog, services: list[str] | None = None) -> Path:
     return path
 
 
-def load_catalog(package: str = "feature_defs", path: Path | None = None) -> Catalog:
-    """Import every module of `package` (found under `path`'s parent if given) and validate what it declares."""
+def load_catalog(package: str = "feature_defs", path: Path | None = None, strict: bool = True) -> Catalog:
+    """Import every module of `package` (found under `path`'s parent if given) and validate what it declares.
+
+    `strict=False` returns an invalid catalog with its `problems` instead of raising (`fstore plan` shows
+    what a change would break, contract violations included)."""
     if path is not None:
         sys.path.insert(0, str(Path(path).parent))
     try:
@@ -293,8 +297,9 @@ def load_catalog(package: str = "feature_defs", path: Path | None = None) -> Cat
     catalog.locks, lock_problems = read_lock(catalog.base_dir / LOCK_FILE)
     problems.extend(lock_problems)
     problems.extend(validate(catalog))
-    if problems:
+    if problems and strict:
         raise CatalogError(problems)
+    catalog.problems = problems
     return catalog
 
 

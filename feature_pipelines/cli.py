@@ -87,11 +87,12 @@ _STYLE = {"new": "green", "versioned": "green", "additive": "green", "breaking":
 def plan() -> None:
     """Compare the catalog with what is deployed (Delta schemas and commits, online metadata) and say what
     each change implies. Exit code 1 when a breaking change is present (bump the view's version)."""
+    from feature_pipelines.catalog import load_catalog
     from feature_pipelines.online.connection import connect
     from feature_pipelines.plan import BACKFILL_HOW, make_plan
     from feature_pipelines.settings import Settings
 
-    catalog = _catalog()
+    catalog = load_catalog(strict=False)
     settings = Settings()
     client, online_error = None, None
     try:
@@ -99,9 +100,15 @@ def plan() -> None:
         client.ping()
     except Exception as exc:  # noqa: BLE001 - the plan still covers Delta; it says Redis was not checked
         client, online_error = None, f"Redis at {settings.redis_url} not checked: {exc}"
-    result = make_plan(catalog, settings.feature_table, client, online_error)
     out = Console(highlight=False, soft_wrap=True)
     out.print(f"plan: catalog feature_defs/ vs lake {settings.lake_dir.resolve()} and Redis {settings.redis_url}")
+    for problem in catalog.problems:
+        out.print(f"[red]! catalog: {problem}[/red]")
+    try:
+        result = make_plan(catalog, settings.feature_table, client, online_error)
+    except Exception as exc:  # noqa: BLE001 - an invalid catalog may not support a plan: say so
+        errors.print(f"[red]no plan: the catalog is invalid ({type(exc).__name__}: {exc})[/red]")
+        raise typer.Exit(2) from exc
     if result.online_error:
         out.print(f"[yellow]{result.online_error}[/yellow]")
     if result.nothing_deployed:
@@ -124,12 +131,14 @@ def plan() -> None:
     if result.services:
         out.print("\n[bold]feature services[/bold]")
         for change in result.services:
-            out.print(f"  ~ {change.what}\n      {change.implies}")
+            style = _STYLE.get(change.kind, "white")
+            out.print(f"  [{style}]{_MARK[change.kind]} {change.what}[/{style}]\n      {change.implies}")
     if any("backfill " in c.implies for v in result.views for c in v.changes):
         out.print(f"\n({BACKFILL_HOW})")
     broken = [v.view for v in result.views if v.breaking]
     if broken:
         out.print(f"\n[red]breaking changes in {', '.join(broken)}: the pipeline refuses them; bump the version[/red]")
+    if broken or catalog.problems or result.breaking:
         raise typer.Exit(1)
 
 

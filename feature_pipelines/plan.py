@@ -437,7 +437,9 @@ def _service_changes(catalog: Catalog) -> list[Change]:
             contract = catalog.contract(name)
         except CatalogError as exc:
             out += [
-                Change("breaking", f"service {name}: {p.split(': ', 2)[-1]}", "fix the catalog") for p in exc.problems
+                Change("breaking", f"service {name}: {p.split(': ', 2)[-1]}", "fix the catalog")
+                for p in exc.problems
+                if p not in catalog.problems  # already printed as a catalog problem
             ]
             continue
         if lock is None:

@@ -328,7 +328,7 @@ def test_fstore_plan_exits_non_zero_on_a_breaking_change(retail, pg_instance, st
     in_place = dataclasses.replace(
         with_views(retail, fractional_units(retail.views["item_popularity"])), services={}, training_sets={}
     )
-    monkeypatch.setattr("feature_pipelines.cli._catalog", lambda: in_place)
+    monkeypatch.setattr("feature_pipelines.catalog.load_catalog", lambda **_: in_place)
     broken = CliRunner().invoke(app, ["plan"])
     assert broken.exit_code == 1
     assert "! dtype changed: units_sold_7d Int64 -> Float64" in broken.output
@@ -340,3 +340,28 @@ def test_the_factory_builds_both_versions_of_a_view(catalog):
     defs = build_asset_defs(with_views(catalog, v2))
     keys = {k.to_user_string() for a in defs.assets for k in a.keys}
     assert {"features/item_popularity", "features/item_popularity__v2", "online/item_popularity__v2"} <= keys
+
+
+def test_delta_writes_merge_added_columns_and_refuse_changed_or_dropped_ones(tmp_path):
+    uri = str(tmp_path / "t")
+
+    def frame(day: str, **cols) -> pl.DataFrame:
+        return pl.DataFrame({"id": [1, 2], **cols, "p": [day, day]})
+
+    u = pl.Series([1, 2], dtype=pl.UInt32)
+    delta.overwrite_partitions(uri, frame("a", x=[1, 2], u=u), "p", "a", "a")
+    # Same schema as Delta stores it (UInt32 reads back as Int32): not a change.
+    delta.overwrite_partitions(uri, frame("a", x=[3, 4], u=u), "p", "a", "a")
+    added = delta.overwrite_partitions(uri, frame("b", x=[5, 6], u=u, y=[0.5, 1.5]), "p", "b", "b")
+    table = pl.read_delta(uri).sort("p", "id")
+    assert table["y"].to_list() == [None, None, 0.5, 1.5]  # older partitions read null
+    assert [b["y"].to_list() for b in delta.iter_partition(uri, "p", "a", ["id", "y"])] == [[None, None]]
+    for bad, what in (
+        (frame("b", x=[1.5, 2.5], u=u, y=[0.5, 1.5]), "x: Int64 -> Float64"),
+        (frame("b", x=[1, 2], u=[1, 2], y=[0.5, 1.5]), "u: Int32 -> Int64"),
+        (frame("b", x=[1, 2], y=[0.5, 1.5]), "u (Int32) removed"),
+    ):
+        with pytest.raises(delta.SchemaChangeError, match=what.replace("(", r"\(").replace(")", r"\)")):
+            delta.overwrite_partitions(uri, bad, "p", "b", "b")
+    assert delta.table_version(uri) == added.version  # nothing written
+    assert pl.read_delta(uri).schema["x"] == pl.Int64
