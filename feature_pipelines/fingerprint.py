@@ -38,6 +38,9 @@ from typing import Any
 import polars as pl
 
 _FRAMEWORK = "feature_pipelines"
+_SPEC = "feature_pipelines.spec"
+_DOCUMENTATION = {"description", "owner", "tags", "deprecated", "defined_at"}
+"""Fields of spec objects that document, not compute: editing them does not change a code hash."""
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 _STDLIB = tuple(
     os.path.realpath(p) for p in {sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"]} if p
@@ -235,6 +238,8 @@ class _Walker:
         self.keep.append(obj)
         try:
             kind = self.value(type(obj))
+            if type(obj).__module__ == _SPEC:
+                return f"{kind}({json.dumps(self._spec_fields(obj), sort_keys=True)})"
             if dataclasses.is_dataclass(obj):
                 fields = {f.name: self.value(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.compare}
                 return f"{kind}({json.dumps(fields, sort_keys=True)})"
@@ -244,6 +249,21 @@ class _Walker:
             return f"{kind}:{_ADDRESS.sub('', repr(obj))}"
         finally:
             del self.tokens[key]
+
+    def _spec_fields(self, obj: Any) -> dict[str, str]:
+        """A spec object the code reads (a transformation selecting its own view's feature names): what it
+        computes with, not its documentation, and its functions by name (their own hash covers them)."""
+        out = {}
+        for f in dataclasses.fields(obj):
+            if not f.compare or f.name in _DOCUMENTATION:
+                continue
+            value = getattr(obj, f.name)
+            out[f.name] = (
+                f"fn:{value.__module__}.{value.__qualname__}"
+                if isinstance(value, types.FunctionType)
+                else self.value(value)
+            )
+        return out
 
 
 def _filled(cell: types.CellType) -> bool:

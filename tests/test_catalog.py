@@ -179,6 +179,29 @@ def test_changing_a_constant_changes_the_hash_of_exactly_the_views_that_read_it(
     assert _changed(before, _hashes(catalog)) == {"user_context"}
 
 
+def test_documenting_a_view_its_code_reads_does_not_change_its_code_hash(catalog, monkeypatch):
+    """`purchase_behavior` reads its own view's feature names: a new description or a deprecation is not a
+    transformation change (the plan would otherwise ask for a backfill)."""
+    import dataclasses
+
+    from feature_defs import user_features
+
+    view = user_features.user_purchase_behavior
+    before = catalog.views["user_purchase_behavior"].code_hash()
+    documented = dataclasses.replace(
+        view,
+        description="Reworded.",
+        features=tuple(dataclasses.replace(f, deprecated="soon", description="Reworded.") for f in view.features),
+    )
+    monkeypatch.setattr(user_features, "user_purchase_behavior", documented)
+    assert catalog.views["user_purchase_behavior"].code_hash() == before
+    renamed = dataclasses.replace(
+        view, features=(*view.features[:-1], dataclasses.replace(view.features[-1], name="x"))
+    )
+    monkeypatch.setattr(user_features, "user_purchase_behavior", renamed)
+    assert catalog.views["user_purchase_behavior"].code_hash() != before  # what it selects did change
+
+
 def test_the_hash_is_the_same_in_every_process(catalog):
     import json
     import subprocess
