@@ -18,6 +18,11 @@ class Settings(BaseSettings):
         default="redis://127.0.0.1:6379/0", validation_alias=AliasChoices("FS_REDIS_URL", "REDIS_URL")
     )
     online_versions_kept: int = 3
+    # The serving client's deadlines (seconds) and circuit breaker; bulk writers keep their own, longer ones.
+    serving_connect_timeout: float = 0.5
+    serving_timeout: float = 0.5
+    serving_breaker_failures: int = 3
+    serving_breaker_cooldown: float = 2.0
 
     def raw_table(self, source: str) -> str:
         return str((self.lake_dir / "raw" / source).resolve())

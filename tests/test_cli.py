@@ -14,14 +14,14 @@ from feature_pipelines.online.layout import OnlineLayout
 from feature_pipelines.online.store import OnlineStore
 from feature_pipelines.orchestration.jobs import build_rollback_job
 from feature_pipelines.orchestration.resources import FeatureStoreResource
-from tests.conftest import push
+from tests.conftest import push, push_from_delta
 
 runner = CliRunner()
 
 
 @pytest.fixture
-def served(redis_url, catalog, monkeypatch):
-    """Two versions of user_context and one of item_popularity, pushed straight into the test Redis."""
+def served(redis_url, catalog, monkeypatch, tmp_path):
+    """Two versions of user_context (from a Delta table) and one of item_popularity, in the test Redis."""
     monkeypatch.setenv("REDIS_URL", redis_url)
     monkeypatch.setenv("COLUMNS", "200")
     monkeypatch.delenv("FS_REDIS_URL", raising=False)
@@ -29,7 +29,7 @@ def served(redis_url, catalog, monkeypatch):
     items = store.layout["item_popularity"]
     for day, country in (("2011-12-08", "France"), ("2011-12-09", "Norway")):
         frame = pl.DataFrame({"customer_id": [12352], "country": [country], "locale": ["x"], "currency": ["NOK"]})
-        push(store, "user_context", [frame], partition=day)
+        push_from_delta(store, "user_context", frame, partition=day, uri=str(tmp_path / "user_context"))
     item = pl.DataFrame(
         {
             "stock_code": ["85123A"],
@@ -55,7 +55,7 @@ def test_get_a_view_as_json(served):
 def test_a_service_whose_view_was_never_pushed_is_a_clear_error(served):
     result = runner.invoke(app, ["get", "ranking_model_v1", "customer_id=12352,stock_code=85123A"])
     assert result.exit_code == 1
-    assert "view 'user_purchase_behavior' has no serving version in Redis at redis://" in result.output
+    assert "view 'user_purchase_behavior' has no serving version in Redis at 127.0.0.1:" in result.output
 
 
 def test_get_a_service_with_two_entities(served, catalog):
@@ -85,17 +85,19 @@ def test_get_a_service_needs_every_key(served):
 def test_versions_and_rollback(served):
     listing = runner.invoke(app, ["versions", "user_context"])
     assert listing.exit_code == 0 and "2011-12-08" in listing.output and "2011-12-09" in listing.output
-    result = runner.invoke(app, ["rollback", "user_context"])
-    assert result.exit_code == 0 and "serving version 1 (was 2)" in result.output
+    result = runner.invoke(app, ["rollback", "user_context", "--reason", "bad country map"])
+    assert result.exit_code == 0, result.output
+    assert "serving version 1 (was 2); 1 keys refreshed; pinned to version 1" in result.output
     assert json.loads(runner.invoke(app, ["get", "user_context", "12352", "--view"]).stdout)[0]["country"] == "France"
     again = runner.invoke(app, ["rollback", "user_context"])
-    assert again.exit_code == 1 and "no older version" in again.output
+    assert again.exit_code == 1 and "no earlier promoted version" in again.output
 
 
 def test_unreachable_redis_is_a_clear_error(monkeypatch):
-    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+    monkeypatch.setenv("REDIS_URL", "redis://reader:s3cret@127.0.0.1:1/0")
     result = runner.invoke(app, ["get", "user_context", "1", "--view"])
-    assert result.exit_code == 1 and "cannot reach Redis at redis://127.0.0.1:1/0" in result.output
+    assert result.exit_code == 1 and "cannot reach Redis at 127.0.0.1:1" in result.output
+    assert "s3cret" not in result.output
 
 
 def test_validate():
