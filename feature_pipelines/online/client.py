@@ -281,7 +281,8 @@ class OnlineClient:
                         keys = candidate
                         break
                 except OnlineStoreError as exc:
-                    if not isinstance(exc.__cause__, redis.exceptions.NoPermissionError):
+                    cause = exc.__cause__
+                    if not (isinstance(cause, redis.exceptions.NoPermissionError) and "key" in str(cause).lower()):
                         raise
                     denied.append(ns)  # this user may not read that namespace: the view is not its to read
             if keys is None:
