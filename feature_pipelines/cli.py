@@ -39,7 +39,12 @@ def _store(catalog, settings):
     from feature_pipelines.online.layout import OnlineLayout
     from feature_pipelines.online.store import OnlineStore
 
-    return OnlineStore(connect(settings.redis_url), OnlineLayout.from_catalog(catalog), settings.online_versions_kept)
+    return OnlineStore(
+        connect(settings.redis_url),
+        OnlineLayout.from_catalog(catalog),
+        settings.online_versions_kept,
+        lease_seconds=settings.online_lease_seconds,
+    )
 
 
 def _json_default(value: Any) -> Any:
