@@ -1,7 +1,8 @@
 """A code location for the killed-run test: the real online push asset of `user_context`, slowed down.
 
 Served by `dagster api grpc -m tests.orchestration.slow_push_location`; runs launched against it go
-through the DefaultRunLauncher into their own run worker process, as in production. The push writes its
+through the DefaultRunLauncher into their own run worker process, as in production (which runs the step
+in it: the in-process executor). The push writes its
 rows in small batches with a pause (`FS_TEST_PUSH_DELAY` seconds) so that a test can kill the run
 worker in the middle of the write."""
 
@@ -34,6 +35,7 @@ catalog = load_catalog()
 view = catalog.views["user_context"]
 defs = dg.Definitions(
     assets=[build_online_asset(view, catalog)],
-    jobs=[dg.define_asset_job("push_user_context", selection=[online_key(view)])],
+    # In process: the run worker runs the push itself (one process start less per run under test).
+    jobs=[dg.define_asset_job("push_user_context", selection=[online_key(view)], executor_def=dg.in_process_executor)],
     resources={"store": FeatureStoreResource.from_settings()},
 )
