@@ -100,6 +100,14 @@ local function num(x)
   if x and x ~= '' then return tonumber(x) end
   return cjson.null
 end
+if current and redis.call('LLEN', KEYS[3]) == 0 then
+  -- A view served before histories were recorded: its serving version counts as promoted, so it stays
+  -- a rollback target and keeps its slot.
+  local serving = redis.call('HGET', KEYS[2], current)
+  redis.call('LPUSH', KEYS[3], cjson.encode({action = 'promote', version = tonumber(current),
+    partition = serving and cjson.decode(serving)['partition'] or '', previous = cjson.null, at = now,
+    run_id = '', reason = 'served before the history was recorded', by = ''}))
+end
 local function record(action, version, partition, previous)
   redis.call('LPUSH', KEYS[3], cjson.encode({action = action, version = tonumber(version), partition = partition,
     previous = num(previous), at = now, run_id = ARGV[3], reason = ARGV[4], by = ARGV[5]}))

@@ -347,3 +347,17 @@ def test_a_failed_prune_after_a_promotion_is_a_warning(r, redis_url, tmp_path):
     assert len(second.warnings) == 1 and "pruning old versions of 'toy' failed" in second.warnings[0]
     assert served(redis_url) == 2 and store.serving_version("toy") == second.written.version
     assert store.meta("toy", first.written.version).status == "deleting"  # finished by a later prune or gc
+
+
+def test_a_view_served_before_histories_existed_keeps_its_serving_version_as_a_rollback_target(r, redis_url, lake):
+    store = toy_store(redis_url, versions_kept=2)
+    old = push_from_delta(store, "toy", frame(1), partition="2011-01-01", uri=lake).version
+    r.delete(KEYS.history)  # as an older release left it: a pointer and versions, no history
+    new = push_from_delta(store, "toy", frame(2), partition="2011-01-02", uri=lake).version
+    entries = store.history("toy")
+    assert [(e.action, e.version, e.reason) for e in entries] == [
+        (Action.PROMOTE, new, "push"),
+        (Action.PROMOTE, old, "served before the history was recorded"),
+    ]
+    assert store.prune("toy", version_ids).removed == {}
+    assert store.rollback("toy", ids_of=version_ids).version == old
