@@ -15,7 +15,7 @@ import polars as pl
 from feature_pipelines.checks.roundtrip import RoundTrip, compare
 from feature_pipelines.offline import delta
 from feature_pipelines.online.client import OnlineClient
-from feature_pipelines.online.store import OnlineStore, Promotion, VersionMeta, Written
+from feature_pipelines.online.store import OnlineStore, Promotion, Pruned, VersionMeta, Written
 from feature_pipelines.spec import PARTITION_DATE
 
 ID_BATCH = 100_000
@@ -23,10 +23,13 @@ ID_BATCH = 100_000
 
 @dataclass(frozen=True)
 class Published:
+    """A push's typed outcome. A failed prune is a warning: the promotion stands, no retry pushes again."""
+
     written: Written
     roundtrip: RoundTrip
     promotion: Promotion
-    pruned: list[int]
+    pruned: Pruned | None
+    warnings: tuple[str, ...] = ()
 
 
 def version_ids(meta: VersionMeta) -> Iterator[pl.Series]:
@@ -63,16 +66,27 @@ def publish(
         run_id=run_id,
         definition_hash=definition_hash,
     )
-    check = compare(
-        OnlineClient(store.r, layout=store.layout),
-        view,
-        written.version,
-        schema.join_key,
-        schema.features,
-        table,
-        version,
-        partition,
-        sample,
-    )
-    promotion = store.promote(written) if check.passed else store.reject(written, check.describe())
-    return Published(written, check, promotion, store.prune(view, version_ids))
+    try:
+        check = compare(
+            OnlineClient(store.r, layout=store.layout),
+            view,
+            written.version,
+            schema.join_key,
+            schema.features,
+            table,
+            version,
+            partition,
+            sample,
+        )
+        promotion = store.promote(written) if check.passed else store.reject(written, check.describe())
+    finally:
+        written.release()  # a failed check run leaves a dead version, removed by the next prune
+    try:
+        pruned, warnings = store.prune(view, version_ids), ()
+    except Exception as exc:  # noqa: BLE001 - the version is decided; a prune failure must not fail the push
+        pruned = None
+        warnings = (
+            f"pruning old versions of {view!r} failed ({type(exc).__name__}: {exc}); they stay until the "
+            "next push or `fstore gc`",
+        )
+    return Published(written, check, promotion, pruned, warnings)

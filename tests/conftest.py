@@ -177,3 +177,15 @@ def push(
     )
     promotion = store.promote(written)
     return Pushed(written.version, written.rows, promotion.outcome, promotion.serving_version, promotion.reason)
+
+
+def push_from_delta(store: OnlineStore, view: str, frame: pl.DataFrame, *, partition: str, uri: str) -> Pushed:
+    """Commit `frame` as partition `partition` of the Delta table `uri`, then push it from there: the version
+    records where its ids come from, so rollback (key refresh) and prune (key removal) can find its keys."""
+    from feature_pipelines.offline.delta import overwrite_partitions
+    from feature_pipelines.spec import PARTITION_DATE
+
+    commit = overwrite_partitions(
+        uri, frame.with_columns(pl.lit(partition).alias(PARTITION_DATE)), PARTITION_DATE, partition, partition
+    )
+    return push(store, view, [frame], partition=partition, delta_table=uri, delta_version=commit.version)

@@ -4,6 +4,7 @@ import dagster as dg
 
 from feature_pipelines.catalog import Catalog
 from feature_pipelines.online.layout import OnlineLayout
+from feature_pipelines.online.store import Outcome
 from feature_pipelines.orchestration.asset_keys import feature_key, online_key
 from feature_pipelines.orchestration.partitions import POLICY, REDIS_POOL, RETRY, partitions_for, run_days
 from feature_pipelines.orchestration.resources import FeatureStoreResource
@@ -68,6 +69,11 @@ def build_online_asset(view: FeatureView, catalog: Catalog) -> dg.AssetsDefiniti
             f"{view.name}: wrote version {written.version} ({written.rows} keys, {written.seconds:.2f}s); "
             f"{'promoted' if promotion.promoted else 'not promoted: ' + promotion.reason}"
         )
+        if promotion.outcome is Outcome.PINNED:
+            context.log.warning(f"{view.name}: {promotion.reason}")
+        for warning in published.warnings:  # the push stands: no failure, so no retry pushes it again
+            context.log.warning(warning)
+        pruned = published.pruned
         yield dg.MaterializeResult(
             metadata={
                 "online_version": written.version,
@@ -77,7 +83,9 @@ def build_online_asset(view: FeatureView, catalog: Catalog) -> dg.AssetsDefiniti
                 "keys_written": written.rows,
                 "push_seconds": round(written.seconds, 3),
                 "partition": newest,
-                "removed_versions": str(published.pruned),
+                "removed_versions": str(sorted(pruned.removed)) if pruned else "prune failed",
+                "pinned": promotion.outcome is Outcome.PINNED,
+                "warnings": "\n".join(published.warnings) or "none",
             },
             check_results=[dg.AssetCheckResult(check_name=ROUNDTRIP_CHECK, passed=True, metadata=check_meta)],
         )
