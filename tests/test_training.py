@@ -269,9 +269,7 @@ def test_a_declared_historical_load_counts_at_partition_ends_and_only_as_the_ini
     history = read_history(uri)
     assert [history.commit(v).declared_historical_load for v in range(4)] == [True, True, False, True]
     assert history.initial_load() == {0, 1} and not history.initial_load_open
-    frame = entities(
-        [(1, utc(2024, 1, 2)), (1, utc(2024, 1, 3, 6)), (1, utc(2024, 1, 4, 6)), (1, utc(2024, 1, 5, 6))]
-    )
+    frame = entities([(1, utc(2024, 1, 2)), (1, utc(2024, 1, 3, 6)), (1, utc(2024, 1, 4, 6)), (1, utc(2024, 1, 5, 6))])
     # 01-03 and 01-04 were committed now: in 2024 the newest known partition is 01-02 (after 2 days: null).
     assert values(uri, frame) == [10, 11, 11, None]
     assert values(uri, frame, mode="latest") == [10, 11, 12, 13]
@@ -304,7 +302,9 @@ def test_two_rows_for_one_entity_in_a_partition_is_an_error(tmp_path):
     from deltalake import write_deltalake
 
     write_deltalake(uri, frame, mode="append", partition_by=["partition_date"])  # a foreign writer's duplicate
-    with pytest.raises(TrainingSetError, match=r"more than one row for an entity in one partition.*\(1, '2024-01-01'\)"):
+    with pytest.raises(
+        TrainingSetError, match=r"more than one row for an entity in one partition.*\(1, '2024-01-01'\)"
+    ):
         values(uri, entities([(1, utc(2024, 1, 2, 12))]), mode="latest")
 
 

@@ -153,6 +153,11 @@ def read_history(uri: str, version: int | None = None, partition_column: str | N
     return History(uri, version, commits, files)
 
 
+def initial_load_open(uri: str) -> bool:
+    """Would a write declared a historical load count as one? Yes on a new table or one written only so."""
+    return latest_version(uri) is None or read_history(uri).initial_load_open
+
+
 def commit(uri: str, version: int) -> Commit | None:
     """One commit of a table (None if the table or the entry does not exist)."""
     entry = log_dir(uri) / f"{version:020d}.json"
