@@ -267,9 +267,10 @@ def validate(view: FeatureView, catalog: Catalog, frame: pl.DataFrame) -> Report
     batch, per partition for what does (see the module docstring)."""
     suite = build_suite(view, catalog)
     key = catalog.entity_of(view).join_key
-    partitions = tuple(sorted(frame[PARTITION_DATE].unique().to_list())) if frame.height else ()
-    nulls = [e for e in suite.expectations if _null_share(e)]
-    per_partition = [e for e in suite.expectations if _batch_dependent(e) and not _null_share(e)]
+    partitioned = PARTITION_DATE in frame.columns
+    partitions = tuple(sorted(frame[PARTITION_DATE].unique().to_list())) if partitioned and frame.height else ()
+    nulls = [e for e in suite.expectations if _null_share(e) and partitioned]
+    per_partition = [e for e in suite.expectations if _batch_dependent(e) and e not in nulls]
     whole = [e for e in suite.expectations if not _batch_dependent(e)]
     if len(partitions) <= 1:  # one batch is the partition: a single GE pass answers everything
         whole, per_partition = whole + per_partition, []
