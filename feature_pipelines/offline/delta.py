@@ -2,6 +2,10 @@
 
 Every write replaces exactly the partitions it names (an overwrite with a predicate), so re-running a
 partition never duplicates rows nor touches its neighbours, and a write either commits whole or not at all.
+
+A write may be declared part of the table's initial historical load (`historical_load=True`): the
+declaration is recorded in the commit's metadata, where `offline/history.py` reads it, so the table itself
+says which of its partitions were loaded as history and which were written as they happened.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from datetime import date
 import polars as pl
 from deltalake import CommitProperties, DeltaTable, PostCommitHookProperties, write_deltalake
 from deltalake.exceptions import TableNotFoundError
+
+from feature_pipelines.offline.history import HISTORICAL_LOAD
 
 
 @dataclass(frozen=True)
@@ -32,10 +38,16 @@ def overwrite_partitions(
     first: date | str,
     last: date | str,
     commit_metadata: dict[str, str] | None = None,
+    historical_load: bool = False,
 ) -> Commit:
     """Replace the partitions `first..last` (inclusive) of `column` with `frame`, in one Delta commit.
 
-    `commit_metadata` lands in the commit's info (lineage: run id, source versions, definition hash)."""
+    `commit_metadata` lands in the commit's info (lineage: run id, source versions, definition hash).
+    `historical_load` declares the commit part of the table's initial historical load: training counts
+    partitions it writes first as known at their ends instead of at the commit (see `training.py`)."""
+    commit_metadata = dict(commit_metadata or {})
+    if historical_load:
+        commit_metadata[HISTORICAL_LOAD] = "true"
     outside = frame.filter((pl.col(column) < str(first)) | (pl.col(column) > str(last))).height
     if outside:
         raise ValueError(f"{uri}: {outside} rows fall outside partitions {first}..{last} of {column!r}")

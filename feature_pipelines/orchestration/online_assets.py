@@ -6,6 +6,7 @@ from feature_pipelines.catalog import Catalog
 from feature_pipelines.online.layout import OnlineLayout
 from feature_pipelines.online.store import Outcome
 from feature_pipelines.orchestration.asset_keys import feature_key, online_key
+from feature_pipelines.orchestration.feature_checks import consistency_check, consistency_spec
 from feature_pipelines.orchestration.partitions import POLICY, REDIS_POOL, RETRY, partitions_for, run_days
 from feature_pipelines.orchestration.resources import FeatureStoreResource
 from feature_pipelines.publish import publish
@@ -39,7 +40,8 @@ def build_online_asset(view: FeatureView, catalog: Catalog) -> dg.AssetsDefiniti
                 blocking=True,
                 description=f"{view.skew_sample} sampled entities of the new version, read back through the "
                 "serving client, equal their Delta rows; checked before the version is promoted.",
-            )
+            ),
+            consistency_spec(key, view),
         ],
     )
     def _push(context: dg.AssetExecutionContext, store: FeatureStoreResource):
@@ -87,7 +89,10 @@ def build_online_asset(view: FeatureView, catalog: Catalog) -> dg.AssetsDefiniti
                 "pinned": promotion.outcome is Outcome.PINNED,
                 "warnings": "\n".join(published.warnings) or "none",
             },
-            check_results=[dg.AssetCheckResult(check_name=ROUNDTRIP_CHECK, passed=True, metadata=check_meta)],
+            check_results=[
+                dg.AssetCheckResult(check_name=ROUNDTRIP_CHECK, passed=True, metadata=check_meta),
+                consistency_check(view, store.online_store(layout)),  # after the promotion: serving vs training
+            ],
         )
 
     return _push
