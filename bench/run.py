@@ -230,7 +230,7 @@ def training_set_bench() -> dict:
     from feature_pipelines.catalog import Catalog
     from feature_pipelines.spec import BatchSource, Entity, Feature, FeatureService, FeatureView
 
-    uri = str(DATA / "pit_5m")
+    uri = str(DATA / "pit_5m_history")  # loaded as declared history: known at partition ends
     n_entities, days, per_day = 1_000_000, 30, 5_000_000 // 30
     feats = [f"x{k}" for k in range(10)]
     if table_version(uri) is None:
@@ -248,7 +248,7 @@ def training_set_bench() -> dict:
                     pl.lit(day.isoformat()).alias("partition_date"),
                 )
             )
-        overwrite_partitions(uri, pl.concat(frames), "partition_date", "2026-01-01", "2026-01-30")
+        overwrite_partitions(uri, pl.concat(frames), "partition_date", "2026-01-01", "2026-01-30", historical_load=True)
     rng = np.random.default_rng(12)
     start = datetime(2026, 1, 3, tzinfo=UTC)
     entities = pl.DataFrame(

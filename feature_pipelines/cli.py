@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -38,7 +39,12 @@ def _store(catalog, settings):
     from feature_pipelines.online.layout import OnlineLayout
     from feature_pipelines.online.store import OnlineStore
 
-    return OnlineStore(connect(settings.redis_url), OnlineLayout.from_catalog(catalog), settings.online_versions_kept)
+    return OnlineStore(
+        connect(settings.redis_url),
+        OnlineLayout.from_catalog(catalog),
+        settings.online_versions_kept,
+        lease_seconds=settings.online_lease_seconds,
+    )
 
 
 def _json_default(value: Any) -> Any:
@@ -47,11 +53,36 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot serialize {type(value).__name__}")
 
 
-def _parse_id(raw: str) -> Any:
-    try:
-        return int(raw)
-    except ValueError:
+_DECIMAL = re.compile(r"0|-?[1-9][0-9]*")
+
+
+def _parse_id(raw: str, entity) -> Any:
+    """An id typed on the command line, parsed strictly by its entity's key dtype ("007" is not 7)."""
+    dtype = entity.polars_dtype
+    if not dtype.is_integer():
         return raw
+    if not _DECIMAL.fullmatch(raw) or (dtype.is_unsigned_integer() and raw.startswith("-")):
+        raise ValueError(
+            f"id {raw!r} is not a valid {entity.join_key} ({dtype}): write it in decimal, with an optional "
+            "leading '-', without leading zeros, '+', spaces or '_'"
+        )
+    return int(raw)
+
+
+def _user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def _view_or_exit(catalog, view: str) -> None:
+    if view not in catalog.views or not catalog.views[view].online:
+        online = sorted(v.name for v in catalog.online_views)
+        errors.print(f"[red]unknown online feature view {view!r}; known: {online}[/red]")
+        raise typer.Exit(2)
 
 
 @app.command()
@@ -162,7 +193,7 @@ def lock(
     console.print(f"wrote {path}")
 
 
-@app.command()
+@app.command(context_settings={"ignore_unknown_options": True})  # negative ids need no `--`
 def get(
     service: Annotated[str, typer.Argument(help="feature service (or feature view with --view)")],
     ids: Annotated[list[str], typer.Argument(help="entity ids; `join_key=id` when the service has several")],
@@ -178,7 +209,10 @@ def get(
     try:
         client = OnlineClient(settings.redis_url, catalog)
         if view:
-            rows = client.get_view(service, [_parse_id(i) for i in ids])
+            if service not in catalog.views:
+                raise KeyError(f"unknown feature view {service!r}; known: {sorted(catalog.views)}")
+            entity = catalog.entity_of(catalog.views[service])
+            rows = client.get_view(service, [_parse_id(i, entity) for i in ids])
         else:
             rows = client.get_service(service, _entity_columns(catalog, service, ids))
     except (OnlineStoreError, KeyError, ValueError) as exc:
@@ -188,20 +222,20 @@ def get(
 
 
 def _entity_columns(catalog, service: str, ids: list[str]) -> dict[str, list[Any]]:
-    keys = []
+    entities = {}
     for ref in catalog.resolve_service(service):
-        key = catalog.entity_of(ref.view).join_key
-        if key not in keys:
-            keys.append(key)
+        entity = catalog.entity_of(ref.view)
+        entities.setdefault(entity.join_key, entity)
+    keys = list(entities)
     if all("=" not in i for i in ids):
         if len(keys) != 1:
             raise ValueError(f"service {service!r} needs ids for {keys}: pass them as key=id, e.g. {keys[0]}=1")
-        return {keys[0]: [_parse_id(i) for i in ids]}
+        return {keys[0]: [_parse_id(i, entities[keys[0]]) for i in ids]}
     columns: dict[str, list[Any]] = {k: [] for k in keys}
     for item in ids:
         parts = dict(p.split("=", 1) for p in item.split(","))
         for k in keys:
-            columns[k].append(_parse_id(parts[k]) if k in parts else None)
+            columns[k].append(_parse_id(parts[k], entities[k]) if k in parts else None)
     return columns
 
 
@@ -323,27 +357,73 @@ def lineage_command(
             console.print(f"{'  ' * i}   {name}: {value}", soft_wrap=True, highlight=False)
 
 
+def _when(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
 @app.command()
 def versions(view: Annotated[str, typer.Argument(help="online feature view")]) -> None:
-    """List the kept online versions of a view and which one serves."""
+    """List the kept online versions of a view (status, which one serves) and its promotion history."""
     from feature_pipelines.settings import Settings
 
     catalog = _catalog()
-    store = _store(catalog, Settings())
-    serving = store.serving_version(view)
+    _view_or_exit(catalog, view)
+    status = _store(catalog, Settings()).status(view)
     table = Table(title=f"online versions of {view}", box=box.SIMPLE)
-    for col in ("version", "serving", "partition", "rows", "status", "Delta v", "run", "written (UTC)"):
+    for col in ("version", "serving", "status", "served", "partition", "rows", "Delta v", "run", "written (UTC)"):
         table.add_column(col, no_wrap=True)
-    for number, meta in store.versions(view).items():
+    for state in status.versions:
+        meta = state.meta
         table.add_row(
-            str(number),
-            "*" if number == serving else "",
+            str(meta.version),
+            "*" + (" (pinned)" if state.pinned else "") if state.serving else ("pinned" if state.pinned else ""),
+            state.state,
+            "yes" if state.served_before else "never",
             meta.partition,
             str(meta.rows),
-            meta.status,
             str(meta.delta_version),
             meta.run_id[:8],
-            datetime.fromtimestamp(meta.written_at, UTC).strftime("%Y-%m-%d %H:%M"),
+            _when(meta.written_at)[:16],
+        )
+    console.print(table)
+    history = Table(title=f"promotion history of {view} (newest first)", box=box.SIMPLE)
+    for col in ("at (UTC)", "action", "version", "previous", "partition", "run", "by", "reason"):
+        history.add_column(col, no_wrap=col != "reason", overflow="fold")
+    for e in status.history:
+        previous = "" if e.previous is None else str(e.previous)
+        history.add_row(
+            _when(e.at), e.action.value, str(e.version), previous, e.partition, e.run_id[:8], e.by, e.reason
+        )
+    console.print(history)
+
+
+@app.command()
+def status(
+    view: Annotated[str | None, typer.Argument(help="online feature view; default: all of them")] = None,
+) -> None:
+    """Per online view: serving version and partition, pin (by whom, why, when), kept, writing and dead versions."""
+    from feature_pipelines.settings import Settings
+
+    catalog = _catalog()
+    if view is not None:
+        _view_or_exit(catalog, view)
+    store = _store(catalog, Settings())
+    table = Table(title="online views", box=box.SIMPLE)
+    for col in ("view", "serving", "partition", "pinned", "kept", "writing", "dead", "deleting"):
+        table.add_column(col, overflow="fold")
+    names = [view] if view else [v.name for v in catalog.online_views]
+    for name in names:
+        st = store.status(name)
+        kept = [str(v) for v in st.in_state("written", "rejected")]
+        table.add_row(
+            name,
+            str(st.serving.version) if st.serving else "-",
+            st.serving.partition if st.serving else "-",
+            st.pin.describe() if st.pin else "no",
+            ", ".join(kept) or "-",
+            ", ".join(map(str, st.in_state("writing"))) or "-",
+            ", ".join(map(str, st.in_state("dead"))) or "-",
+            ", ".join(map(str, st.in_state("deleting"))) or "-",
         )
     console.print(table)
 
@@ -351,23 +431,94 @@ def versions(view: Annotated[str, typer.Argument(help="online feature view")]) -
 @app.command()
 def rollback(
     view: Annotated[str, typer.Argument(help="online feature view")],
-    to: Annotated[int | None, typer.Option(help="version to serve; default: the previous one")] = None,
+    to: Annotated[int | None, typer.Option(help="version to serve; default: the one that served before")] = None,
+    reason: Annotated[str, typer.Option(help="why, for the history and the pin")] = "",
 ) -> None:
-    """Serve an older online version of a view, instantly (one pointer flip)."""
+    """Serve again the version that served before (or --to V), instantly, and pin the view.
+
+    Only a version that served before and is still complete qualifies; its keys' TTLs are refreshed first.
+    While pinned, pushes write and verify their versions but do not promote them (`fstore status` shows it):
+    end it with `fstore unpin VIEW`, or `fstore promote VIEW VERSION --unpin`."""
     from feature_pipelines.online.errors import OnlineStoreError
+    from feature_pipelines.publish import version_ids
     from feature_pipelines.settings import Settings
 
     catalog = _catalog()
-    if view not in catalog.views:
-        errors.print(f"[red]unknown feature view {view!r}; known: {sorted(catalog.views)}[/red]")
-        raise typer.Exit(2)
+    _view_or_exit(catalog, view)
     store = _store(catalog, Settings())
     try:
-        before, after = store.rollback(view, to)
+        done = store.rollback(view, to, ids_of=version_ids, by=_user(), reason=reason)
     except OnlineStoreError as exc:
         errors.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
-    console.print(f"{view}: serving version {after} (was {before})")
+    console.print(
+        f"{view}: serving version {done.version} (was {done.previous}); {done.keys_refreshed} keys refreshed; "
+        f"{done.pin.describe() if done.pin else 'pinned'}. Unpin with `fstore unpin {view}`."
+    )
+
+
+@app.command()
+def unpin(
+    view: Annotated[str, typer.Argument(help="online feature view")],
+    reason: Annotated[str, typer.Option(help="why, for the history")] = "",
+) -> None:
+    """End a view's pin: the next push promotes again (the pinned version serves until then)."""
+    from feature_pipelines.settings import Settings
+
+    catalog = _catalog()
+    _view_or_exit(catalog, view)
+    pin = _store(catalog, Settings()).unpin(view, by=_user(), reason=reason)
+    console.print(f"{view}: unpinned (it was {pin.describe()})" if pin else f"{view}: was not pinned")
+
+
+@app.command()
+def promote(
+    view: Annotated[str, typer.Argument(help="online feature view")],
+    version: Annotated[int, typer.Argument(help="a written version, e.g. one a pin held back")],
+    unpin_: Annotated[bool, typer.Option("--unpin", help="also end the view's pin, in the same step")] = False,
+    reason: Annotated[str, typer.Option(help="why, for the history")] = "",
+) -> None:
+    """Serve a written version on purpose (never an older partition than the serving one; that is rollback)."""
+    from feature_pipelines.online.errors import OnlineStoreError
+    from feature_pipelines.publish import version_ids
+    from feature_pipelines.settings import Settings
+
+    catalog = _catalog()
+    _view_or_exit(catalog, view)
+    store = _store(catalog, Settings())
+    try:
+        done = store.promote_version(view, version, ids_of=version_ids, unpin=unpin_, by=_user(), reason=reason)
+    except OnlineStoreError as exc:
+        errors.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    if not done.promoted:
+        errors.print(f"[red]{view}: version {version} not promoted: {done.reason}[/red]")
+        raise typer.Exit(1)
+    console.print(f"{view}: serving version {version} (was {done.previous}); {done.reason}")
+
+
+@app.command()
+def gc(view: Annotated[str | None, typer.Argument(help="online feature view; default: all of them")] = None) -> None:
+    """Remove what pruning would: dead pushes' keys, half-deleted versions, versions beyond the kept ones."""
+    from feature_pipelines.publish import version_ids
+    from feature_pipelines.settings import Settings
+
+    catalog = _catalog()
+    if view is not None:
+        _view_or_exit(catalog, view)
+    store = _store(catalog, Settings())
+    failed = False
+    for name in [view] if view else [v.name for v in catalog.online_views]:
+        try:
+            pruned = store.prune(name, version_ids)
+        except Exception as exc:  # noqa: BLE001 - one view's failure (Redis, its Delta table) does not stop the others
+            errors.print(f"[red]{name}: {type(exc).__name__}: {exc}[/red]")
+            failed = True
+            continue
+        removed = ", ".join(f"{v} ({n} keys)" for v, n in pruned.removed.items()) or "nothing"
+        left = "; left: " + ", ".join(f"{v} ({why})" for v, why in pruned.skipped.items()) if pruned.skipped else ""
+        console.print(f"{name}: removed {removed}; kept {sorted(pruned.kept)}{left}")
+    raise typer.Exit(1 if failed else 0)
 
 
 if __name__ == "__main__":

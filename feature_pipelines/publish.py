@@ -15,8 +15,8 @@ import polars as pl
 from feature_pipelines.checks.roundtrip import RoundTrip, compare
 from feature_pipelines.offline import delta
 from feature_pipelines.online.client import OnlineClient
-from feature_pipelines.online.layout import NAMESPACES, ViewKeys
-from feature_pipelines.online.store import OnlineStore, Promotion, VersionMeta, Written
+from feature_pipelines.online.layout import NAMESPACES
+from feature_pipelines.online.store import OnlineStore, Promotion, Pruned, VersionMeta, Written
 from feature_pipelines.spec import PARTITION_DATE
 
 ID_BATCH = 100_000
@@ -24,10 +24,13 @@ ID_BATCH = 100_000
 
 @dataclass(frozen=True)
 class Published:
+    """A push's typed outcome. A failed prune is a warning: the promotion stands, no retry pushes again."""
+
     written: Written
     roundtrip: RoundTrip
     promotion: Promotion
-    pruned: list[int]
+    pruned: Pruned | None
+    warnings: tuple[str, ...] = ()
     retired_namespaces: list[str] = field(default_factory=list)
 
 
@@ -65,36 +68,35 @@ def publish(
         run_id=run_id,
         definition_hash=definition_hash,
     )
-    check = compare(
-        OnlineClient(store.r, layout=store.layout),
-        view,
-        written.version,
-        schema.join_key,
-        schema.features,
-        table,
-        version,
-        partition,
-        sample,
-    )
-    promotion = store.promote(written) if check.passed else store.reject(written, check.describe())
-    return Published(written, check, promotion, store.prune(view, version_ids), retire_old_namespaces(store, view))
+    try:
+        check = compare(
+            OnlineClient(store.r, layout=store.layout),
+            view,
+            written.version,
+            schema.join_key,
+            schema.features,
+            table,
+            version,
+            partition,
+            sample,
+        )
+        promotion = store.promote(written) if check.passed else store.reject(written, check.describe())
+    finally:
+        written.release()  # a failed check run leaves a dead version, removed by the next prune
+    try:
+        pruned, warnings = store.prune(view, version_ids), ()
+    except Exception as exc:  # noqa: BLE001 - the version is decided; a prune failure must not fail the push
+        pruned = None
+        warnings = (
+            f"pruning old versions of {view!r} failed ({type(exc).__name__}: {exc}); they stay until the "
+            "next push or `fstore gc`",
+        )
+    return Published(written, check, promotion, pruned, warnings, retire_old_namespaces(store, view))
 
 
 def retire_old_namespaces(store: OnlineStore, view: str) -> list[str]:
-    """Remove the view's copy from every namespace but its own (its sensitivity changed): pointer first, so
-    it stops being readable at once, then every version's keys and the control keys. A killed removal is
-    finished by the next push. Returns the namespaces cleaned."""
+    """Remove the view's copy from every namespace but its own: its sensitivity moved it (fs <-> fss), and
+    the old copy must not stay readable by that namespace's readers. Runs after every push, whatever its
+    outcome; a killed removal is finished by the next push. Not a warning when it fails: it raises."""
     own = store.layout[view].namespace
-    cleaned = []
-    for ns in NAMESPACES:
-        keys = ViewKeys(ns, view)
-        if ns == own or not (store.r.exists(keys.current) or store.r.exists(keys.versions) or store.r.exists(keys.seq)):
-            continue
-        store.r.delete(keys.current)
-        for raw in store.r.hgetall(keys.versions).values():
-            meta = VersionMeta.from_json(raw)
-            store.delete_version(meta, version_ids(meta))
-        store.r.delete(keys.versions)
-        store.r.delete(keys.seq)
-        cleaned.append(ns)
-    return cleaned
+    return [ns for ns in NAMESPACES if ns != own and store.remove_namespace_copy(view, ns, version_ids)]

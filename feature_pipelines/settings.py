@@ -18,6 +18,13 @@ class Settings(BaseSettings):
         default="redis://127.0.0.1:6379/0", validation_alias=AliasChoices("FS_REDIS_URL", "REDIS_URL")
     )
     online_versions_kept: int = 3
+    online_lease_seconds: float = 30.0
+    """A push's lease on the version it writes: the version counts as dead this long after its push died."""
+    # The serving client's deadlines (seconds) and circuit breaker; bulk writers keep their own, longer ones.
+    serving_connect_timeout: float = 0.5
+    serving_timeout: float = 0.5
+    serving_breaker_failures: int = 3
+    serving_breaker_cooldown: float = 2.0
 
     def raw_table(self, source: str) -> str:
         return str((self.lake_dir / "raw" / source).resolve())

@@ -233,13 +233,14 @@ class FeatureView:
             columns). It runs once per run over all the raw rows a run reads, not once per partition.
         windows: trailing windows the transformation aggregates over (they also size the raw read).
         online_ttl: how long a pushed value may be served (Redis key expiry), refreshed by every push.
-        offline_lookback: how far back a point-in-time join may look for a row of this view.
+        offline_lookback: how old the newest known partition may be for a point-in-time join to use it
+            (older: null; see `training.py`).
         version: bump it when the meaning of a feature changes; it is part of the definition hash.
         max_source_lag: the freshness check warns when the newest source event a partition saw is older
             than this at the partition's end.
         min_completeness: the completeness check warns when fewer than this share of the entities active
             on the partition's day got a row.
-        skew_sample: how many entities the skew check compares between Redis and Delta after a push.
+        skew_sample: how many entities the round-trip and consistency checks compare after a push.
         freshness_sla: how long after its day ends a partition must be in Delta and serving in Redis.
     """
 

@@ -1,28 +1,40 @@
 """Point-in-time correct training sets, as known at each row's time by default, rebuildable from a manifest.
 
-For every entity row (ids + a timestamp T) and every view of a feature service, the value is the feature
-row with the latest event time `<= T` and `>= T - offline_lookback`, or null. Rows are never dropped nor
-duplicated and come back in input order.
+**One rule for training and serving.** A partition `D` of a view is a full snapshot of the view at its
+instant `D+1 00:00 UTC` (trailing windows), and serving answers from the newest promoted snapshot. So for
+every entity row (ids + a timestamp T) and every view of a feature service, the value is read from the
+newest partition *known at T* whose instant is `<= T`:
+- if that partition's instant is older than the view's `offline_lookback` at T, the value is null;
+- an entity absent from that partition gets null: absence is "no value", there is no per-entity
+  fallback to an older partition (serving has none either);
+- an empty partition is no snapshot (no file in Delta; serving rejects an empty version): the one before
+  it answers.
+Rows are never dropped nor duplicated and come back in input order.
 
-**As of known time** (the default). A feature row counts only if it was known at T. Knowledge comes from
-the Delta log, so re-running a partition with the same data changes nothing: the first version of a
-partition counts as known at the partition's end (when a timely run produces it, also for backfilled
-history), and every later rewrite of that partition (a late correction) is known only from its commit
-time; the version it replaced stays known until then. `mode="latest"` ignores knowledge and reads the
-current snapshot.
+**As of known time** (the default). A row at T never sees a value the online store could not have served
+at T. Knowledge comes from the Delta log: every write counts as known from its commit time (never before
+its partition's instant), and a rewrite (a late correction, a backfill) replaces the version before it
+only from its commit on, so a partition whose first successful commit came days late is unknown until
+then. The one exception is a declared **initial historical load** (`delta.overwrite_partitions(...,
+historical_load=True)`, recorded in the commit metadata; the Dagster run tag `fs/historical_load=true`):
+partitions it writes first count as known at their ends, as if timely runs had produced them. Any later
+write, declared or not, counts from its commit. `mode="latest"` ignores knowledge and reads the current
+snapshot; `known_at=K` reads what was known at the fixed time K for every row (still point in time on T).
 
 **Reproducible.** Every build records the Delta version of each table it read; `rebuild(manifest, ...)`
-reads exactly those versions (time travel), so later data, backfills and corrections do not change it.
+reads exactly those versions (time travel) and their log up to them, so later data, backfills and
+corrections do not change it.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import io
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -33,7 +45,7 @@ from feature_pipelines.catalog import Catalog
 from feature_pipelines.contract import mismatches
 from feature_pipelines.offline.compute import partition_end
 from feature_pipelines.offline.history import FAR_FUTURE, HistoryError, read_history
-from feature_pipelines.spec import EVENT_TIMESTAMP, PARTITION_DATE, FeatureView
+from feature_pipelines.spec import PARTITION_DATE, FeatureView
 
 Mode = Literal["known", "latest"]
 _ROW = "__row"
@@ -62,6 +74,7 @@ class Manifest:
     entities_sha256: str
     created_at: str
     views: list[ViewRead] = field(default_factory=list)
+    known_at: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -99,14 +112,18 @@ def build(
     versions: dict[str, int] | None = None,
     progress: Callable[[str], None] | None = None,
     plan: dict[str, list[str]] | None = None,
+    known_at: datetime | None = None,
 ) -> TrainingSet:
     """Features of `service` for each row of `entities`, point in time at `entities[timestamp_column]`.
 
     `table_uri(view_name)` locates each view's Delta table; `versions` pins their Delta versions and
     `plan` the features per view (a rebuild passes the manifest's), otherwise the service's current
-    definition and the newest versions are used and recorded."""
+    definition and the newest versions are used and recorded. `known_at` (timezone-aware) fixes the
+    knowledge time for every row instead of each row's own time."""
     if mode not in ("known", "latest"):
         raise TrainingSetError(f"mode must be 'known' or 'latest', got {mode!r}")
+    if known_at is not None and (mode != "known" or known_at.tzinfo is None):
+        raise TrainingSetError("known_at needs mode='known' and a timezone-aware datetime")
     ts = _utc_timestamps(entities, timestamp_column)
     by_view: dict[str, list[str]] = {}
     if plan is not None:
@@ -125,6 +142,7 @@ def build(
         rows=entities.height,
         entities_sha256=_frame_hash(entities),
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        known_at=known_at.astimezone(UTC).isoformat() if known_at else None,
     )
     out = entities
     contract = catalog.contract(service) if plan is None else {}
@@ -152,7 +170,7 @@ def build(
         # A feature merged into the table after these rows were written, or not written yet, reads as null
         # (as serving returns it), with its declared dtype.
         present = [f for f in features if f in deployed]
-        values = _point_in_time(view, key, present, left.select(_ROW, key, "__ts"), uri, version, mode)
+        values = _point_in_time(view, key, present, left.select(_ROW, key, "__ts"), uri, version, mode, known_at)
         values = values.with_columns(
             pl.lit(None, dtype=view.feature(f).polars_dtype).alias(f) for f in features if f not in deployed
         ).select(_ROW, *features)
@@ -194,6 +212,7 @@ def rebuild(
         versions={r.view: r.delta_version for r in manifest.views},
         progress=progress,
         plan={r.view: r.features for r in manifest.views},  # the features it had then, not the service now
+        known_at=datetime.fromisoformat(manifest.known_at) if manifest.known_at else None,
     )
 
 
@@ -221,15 +240,12 @@ def _frame_hash(frame: pl.DataFrame) -> str:
 
 @dataclass(frozen=True)
 class _File:
+    """A data file and the interval in which its rows were the known truth of its partition."""
+
     path: str
     partition: str
     known_from: datetime
     known_to: datetime
-
-    @property
-    def always_valid(self) -> bool:
-        """Never rewritten and known at its partition's end: valid for every T at or after its rows."""
-        return self.known_to == FAR_FUTURE and self.known_from == partition_end_of(self.partition)
 
 
 def partition_end_of(partition: str) -> datetime:
@@ -237,96 +253,178 @@ def partition_end_of(partition: str) -> datetime:
 
 
 def file_history(uri: str, version: int) -> list[_File]:
-    """Every data file up to `version` with the interval in which its rows were the known truth."""
+    """Every data file up to `version` with the interval in which its rows were the known truth.
+
+    A file counts from its commit, or from its partition's end if that is later (a partition describes its
+    end: nothing uses it before). The one exception is the declared initial historical load: a partition
+    it wrote first counts from the partition's end, as if a timely run had produced it then."""
     try:
         history = read_history(uri, version, PARTITION_DATE)
     except HistoryError as exc:
         raise TrainingSetError(str(exc)) from exc
     first_write = history.first_write()
+    loaded = history.initial_load()
     files = []
     for life in history.files:
         end = partition_end_of(life.partition)
-        known_from = end if life.added == first_write[life.partition] else max(life.added_at, end)
+        as_history = life.added in loaded and life.added == first_write[life.partition]
+        known_from = end if as_history else max(life.added_at, end)
         files.append(_File(life.path, life.partition, known_from, life.removed_at))
     return files
 
 
+@dataclass(frozen=True)
+class _Span:
+    """From `start` until the next span's start, rows read the snapshot `partition` (its `files`), or none."""
+
+    start: datetime
+    partition: str | None
+    files: frozenset[int]
+
+
+def _timeline(files: list[_File]) -> list[_Span]:
+    """Which snapshot a row at T reads: the newest partition with a file known at T (a sweep over the
+    knowledge intervals; consecutive equal answers merged)."""
+    starts: dict[datetime, list[int]] = {}
+    stops: dict[datetime, list[int]] = {}
+    for i, f in enumerate(files):
+        if f.known_from < f.known_to:
+            starts.setdefault(f.known_from, []).append(i)
+            if f.known_to < FAR_FUTURE:
+                stops.setdefault(f.known_to, []).append(i)
+    live: dict[str, set[int]] = {}
+    order: list[str] = []  # partitions with a known file, oldest first (ISO dates sort as days do)
+    spans: list[_Span] = []
+    for t in sorted(starts.keys() | stops.keys()):
+        for i in stops.get(t, ()):  # intervals are half-open: a file stops counting at its known_to
+            part = files[i].partition
+            live[part].discard(i)
+            if not live[part]:
+                del live[part]
+                order.pop(bisect.bisect_left(order, part))
+        for i in starts.get(t, ()):
+            part = files[i].partition
+            if part not in live:
+                live[part] = set()
+                bisect.insort(order, part)
+            live[part].add(i)
+        newest = order[-1] if order else None
+        chosen = frozenset(live[newest]) if newest else frozenset()
+        if not spans or (spans[-1].partition, spans[-1].files) != (newest, chosen):
+            spans.append(_Span(t, newest, chosen))
+    return spans
+
+
+def view_values(
+    view: FeatureView,
+    key: str,
+    features: list[str],
+    rows: pl.DataFrame,
+    uri: str,
+    version: int,
+    mode: Mode = "known",
+    known_at: datetime | None = None,
+) -> pl.DataFrame:
+    """The view's `features` for each of `rows` (columns `key` and `__ts`, UTC), in the same order.
+
+    The rule of training and serving alike: at T, read the newest partition known at T (at `known_at`
+    instead, when given; every live file with `mode="latest"`) whose instant is `<= T`; null if that
+    instant is older than `offline_lookback` at T, null for an entity absent from it."""
+    left = rows.select(key, "__ts").with_row_index(_ROW)
+    out = _point_in_time(view, key, features, left, uri, version, mode, known_at)
+    return out.drop(_ROW)
+
+
 def _point_in_time(
-    view: FeatureView, key: str, features: list[str], left: pl.DataFrame, uri: str, version: int, mode: Mode
+    view: FeatureView,
+    key: str,
+    features: list[str],
+    left: pl.DataFrame,
+    uri: str,
+    version: int,
+    mode: Mode,
+    known_at: datetime | None = None,
 ) -> pl.DataFrame:
     """One row per `left` row (same order): the view's features as of `left.__ts`."""
     lookback = view.offline_lookback
+    empty = pl.scan_delta(uri, version=version).select(key, *features).head(0).collect()
+    nothing = left.select(_ROW).with_columns(pl.lit(None, dtype=dtype).alias(f) for f, dtype in empty.schema.items())
+    nothing = nothing.select(_ROW, *features)
     if left.height == 0:
-        empty = pl.scan_delta(uri, version=version).select(features).head(0).collect()
-        return empty.with_columns(pl.lit(None, dtype=pl.UInt32).alias(_ROW)).select(_ROW, *features)
-    # Partition D describes D+1 00:00, so the oldest partition a row can use is the day before its horizon.
-    lo = (left["__ts"].min() - lookback - timedelta(days=1)).date().isoformat()  # type: ignore[operator]
-    hi = left["__ts"].max().date().isoformat()  # type: ignore[union-attr]
-    in_range = [f for f in file_history(uri, version) if lo <= f.partition <= hi]
-    if mode == "latest":
-        simple, conditional = [f for f in in_range if f.known_to == FAR_FUTURE], []
-    else:
-        simple = [f for f in in_range if f.always_valid]
-        conditional = [f for f in in_range if not f.always_valid]
-    columns = [key, EVENT_TIMESTAMP, *features]
-    ordered = left.sort("__ts")
-    # Rows known for good: one as-of join, the same work as a plain polars join_asof.
-    empty = pl.scan_delta(uri, version=version).select(columns).head(0).collect()
-    right = _read(simple, empty).sort(EVENT_TIMESTAMP)
-    best = ordered.join_asof(
-        right,
-        left_on="__ts",
-        right_on=EVENT_TIMESTAMP,
-        by=key,
-        strategy="backward",
-        tolerance=lookback,
-        check_sortedness=False,
-    ).select(_ROW, EVENT_TIMESTAMP, *features)
-    if conditional:
-        # Rewritten partitions: each file counts only while it was the known truth (few rows, plain join).
-        cond = _read(conditional, empty, with_interval=True)
-        pairs = (
-            left.join(cond, on=key, how="inner")
-            .filter(
-                (pl.col(EVENT_TIMESTAMP) <= pl.col("__ts"))
-                & (pl.col(EVENT_TIMESTAMP) >= pl.col("__ts") - lookback)
-                & (pl.col("__from") <= pl.col("__ts"))
-                & (pl.col("__ts") < pl.col("__to"))
-            )
-            .sort(_ROW, EVENT_TIMESTAMP, "__from")
-            .group_by(_ROW, maintain_order=True)
-            .last()
-            .select(_ROW, pl.col(EVENT_TIMESTAMP).alias("__cond_ts"), *[pl.col(f).alias(f"__c_{f}") for f in features])
+        return nothing
+    first, last = left["__ts"].min(), left["__ts"].max()
+    files = []
+    for f in file_history(uri, version):
+        end = partition_end_of(f.partition)
+        # Older than every row's horizon: it can only make a row null, as having no partition does.
+        if end > last or end < first - lookback:  # type: ignore[operator]
+            continue
+        if mode == "latest":
+            if f.known_to == FAR_FUTURE:
+                files.append(_File(f.path, f.partition, end, FAR_FUTURE))
+        elif known_at is not None:
+            if f.known_from <= known_at < f.known_to:
+                files.append(_File(f.path, f.partition, end, FAR_FUTURE))
+        else:
+            files.append(f)
+    spans = _timeline(files)
+    if not spans:
+        return nothing
+    us = pl.Datetime("us", "UTC")
+    starts = pl.Series([s.start for s in spans], dtype=us)
+    span_of = (starts.search_sorted(left["__ts"], side="right").cast(pl.Int64) - 1).alias("__span")
+    # Each span that answers rows, with its snapshot's instant and files (one row per file).
+    span_files = pl.DataFrame(
+        [(n, partition_end_of(s.partition), i) for n, s in enumerate(spans) if s.partition for i in s.files],
+        schema={"__span": pl.Int64, "__end": us, "__file": pl.UInt32},
+        orient="row",
+    )
+    wanted = (
+        left.select(_ROW, key, "__ts")
+        .with_columns(span_of)
+        .join(span_files, on="__span", how="inner")
+        .filter(pl.col("__ts") - pl.col("__end") <= lookback)  # the snapshot is within the lookback at T
+    )
+    if wanted.height == 0:
+        return nothing
+    needed = sorted(set(wanted["__file"].unique().to_list()))
+    right = _read([files[i] for i in needed], needed, empty)
+    try:
+        wanted = wanted.with_columns(pl.col(key).cast(empty.schema[key], strict=True))
+    except pl.exceptions.InvalidOperationError as exc:
+        raise TrainingSetError(
+            f"entity column {key!r} ({left.schema[key]}) cannot be compared with view {view.name!r} ids "
+            f"({empty.schema[key]}): {exc}"
+        ) from exc
+    matched = wanted.select(_ROW, key, "__file").join(right, on=[key, "__file"], how="inner")
+    if matched.height != matched[_ROW].n_unique():
+        dup = matched.filter(pl.col(_ROW).is_duplicated()).join(
+            pl.DataFrame(
+                {"__file": needed, "__partition": [files[i].partition for i in needed]},
+                schema={"__file": pl.UInt32, "__partition": pl.String},
+            ),
+            on="__file",
         )
-        use_cond = pl.col("__cond_ts").is_not_null() & (
-            pl.col(EVENT_TIMESTAMP).is_null() | (pl.col("__cond_ts") > pl.col(EVENT_TIMESTAMP))
+        examples = dup.select(key, "__partition").unique().head(5).rows()
+        raise TrainingSetError(
+            f"view {view.name!r} ({uri} v{version}) has more than one row for an entity in one partition "
+            f"(entity, partition): {examples}"
         )
-        best = best.join(pairs, on=_ROW, how="left").with_columns(
-            [pl.when(use_cond).then(pl.col(f"__c_{f}")).otherwise(pl.col(f)).alias(f) for f in features]
-        )
-    return best.sort(_ROW).select(_ROW, *features)
+    return (
+        left.select(_ROW)
+        .join(matched.drop(key, "__file"), on=_ROW, how="left", maintain_order="left")
+        .select(_ROW, *features)
+    )
 
 
-def _read(files: list[_File], empty: pl.DataFrame, with_interval: bool = False) -> pl.DataFrame:
-    """The rows of `files` (columns and dtypes of `empty`), each tagged with its knowledge interval."""
-    interval = [
-        pl.lit(None, dtype=pl.Datetime("us", "UTC")).alias("__from"),
-        pl.lit(None, dtype=pl.Datetime("us", "UTC")).alias("__to"),
-    ]
-    if not files:
-        return empty.with_columns(interval) if with_interval else empty
-    frames = []
-    for f in files:
+def _read(files: list[_File], ids: list[int], empty: pl.DataFrame) -> pl.DataFrame:
+    """The rows of `files` (columns and dtypes of `empty`), each tagged with its file id (`__file`)."""
+    frames = [
         # Columns merged into the table after this file was written read as null.
-        frame = (
-            pl.scan_parquet(f.path, schema=dict(empty.schema), missing_columns="insert", extra_columns="ignore")
-            .select(empty.columns)
-            .cast(dict(empty.schema))
-        )
-        if with_interval:
-            frame = frame.with_columns(
-                pl.lit(f.known_from, dtype=pl.Datetime("us", "UTC")).alias("__from"),
-                pl.lit(f.known_to, dtype=pl.Datetime("us", "UTC")).alias("__to"),
-            )
-        frames.append(frame)
+        pl.scan_parquet(f.path, schema=dict(empty.schema), missing_columns="insert", extra_columns="ignore")
+        .select(empty.columns)
+        .cast(dict(empty.schema))
+        .with_columns(pl.lit(i, dtype=pl.UInt32).alias("__file"))
+        for f, i in zip(files, ids, strict=True)
+    ]
     return pl.concat(frames, how="vertical").collect()

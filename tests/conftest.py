@@ -113,10 +113,10 @@ DAY = "2011-03-01"
 RANGE = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
 
 
-def run(catalog, instance, store, keys, *, partition=None, first=None, last=None):
+def run(catalog, instance, store, keys, *, partition=None, first=None, last=None, tags=None):
     defs = build_asset_defs(catalog)
     assets = [a for a in defs.assets if any(k in a.keys for k in keys)]
-    tags = {RANGE[0]: first, RANGE[1]: last} if first else None
+    tags = {**({RANGE[0]: first, RANGE[1]: last} if first else {}), **(tags or {})} or None
     return dg.materialize(
         assets, instance=instance, partition_key=partition, tags=tags, resources={"store": store}, raise_on_error=False
     )
@@ -177,3 +177,15 @@ def push(
     )
     promotion = store.promote(written)
     return Pushed(written.version, written.rows, promotion.outcome, promotion.serving_version, promotion.reason)
+
+
+def push_from_delta(store: OnlineStore, view: str, frame: pl.DataFrame, *, partition: str, uri: str) -> Pushed:
+    """Commit `frame` as partition `partition` of the Delta table `uri`, then push it from there: the version
+    records where its ids come from, so rollback (key refresh) and prune (key removal) can find its keys."""
+    from feature_pipelines.offline.delta import overwrite_partitions
+    from feature_pipelines.spec import PARTITION_DATE
+
+    commit = overwrite_partitions(
+        uri, frame.with_columns(pl.lit(partition).alias(PARTITION_DATE)), PARTITION_DATE, partition, partition
+    )
+    return push(store, view, [frame], partition=partition, delta_table=uri, delta_version=commit.version)

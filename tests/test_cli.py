@@ -14,14 +14,14 @@ from feature_pipelines.online.layout import OnlineLayout
 from feature_pipelines.online.store import OnlineStore
 from feature_pipelines.orchestration.jobs import build_rollback_job
 from feature_pipelines.orchestration.resources import FeatureStoreResource
-from tests.conftest import push
+from tests.conftest import push, push_from_delta
 
 runner = CliRunner()
 
 
 @pytest.fixture
-def served(redis_url, catalog, monkeypatch):
-    """Two versions of user_context and one of item_popularity, pushed straight into the test Redis."""
+def served(redis_url, catalog, monkeypatch, tmp_path):
+    """Two versions of user_context (from a Delta table) and one of item_popularity, in the test Redis."""
     monkeypatch.setenv("REDIS_URL", redis_url)
     monkeypatch.setenv("COLUMNS", "200")
     monkeypatch.delenv("FS_REDIS_URL", raising=False)
@@ -29,7 +29,7 @@ def served(redis_url, catalog, monkeypatch):
     items = store.layout["item_popularity"]
     for day, country in (("2011-12-08", "France"), ("2011-12-09", "Norway")):
         frame = pl.DataFrame({"customer_id": [12352], "country": [country], "locale": ["x"], "currency": ["NOK"]})
-        push(store, "user_context", [frame], partition=day)
+        push_from_delta(store, "user_context", frame, partition=day, uri=str(tmp_path / "user_context"))
     item = pl.DataFrame(
         {
             "stock_code": ["85123A"],
@@ -55,7 +55,7 @@ def test_get_a_view_as_json(served):
 def test_a_service_whose_view_was_never_pushed_is_a_clear_error(served):
     result = runner.invoke(app, ["get", "ranking_model_v1", "customer_id=12352,stock_code=85123A"])
     assert result.exit_code == 1
-    assert "view 'user_purchase_behavior' has no serving version in Redis at redis://" in result.output
+    assert "view 'user_purchase_behavior' has no serving version in Redis at 127.0.0.1:" in result.output
 
 
 def test_get_a_service_with_two_entities(served, catalog):
@@ -85,17 +85,19 @@ def test_get_a_service_needs_every_key(served):
 def test_versions_and_rollback(served):
     listing = runner.invoke(app, ["versions", "user_context"])
     assert listing.exit_code == 0 and "2011-12-08" in listing.output and "2011-12-09" in listing.output
-    result = runner.invoke(app, ["rollback", "user_context"])
-    assert result.exit_code == 0 and "serving version 1 (was 2)" in result.output
+    result = runner.invoke(app, ["rollback", "user_context", "--reason", "bad country map"])
+    assert result.exit_code == 0, result.output
+    assert "serving version 1 (was 2); 1 keys refreshed; pinned to version 1" in result.output
     assert json.loads(runner.invoke(app, ["get", "user_context", "12352", "--view"]).stdout)[0]["country"] == "France"
     again = runner.invoke(app, ["rollback", "user_context"])
-    assert again.exit_code == 1 and "no older version" in again.output
+    assert again.exit_code == 1 and "no earlier promoted version" in again.output
 
 
 def test_unreachable_redis_is_a_clear_error(monkeypatch):
-    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+    monkeypatch.setenv("REDIS_URL", "redis://reader:s3cret@127.0.0.1:1/0")
     result = runner.invoke(app, ["get", "user_context", "1", "--view"])
-    assert result.exit_code == 1 and "cannot reach Redis at redis://127.0.0.1:1/0" in result.output
+    assert result.exit_code == 1 and "cannot reach Redis at 127.0.0.1:1" in result.output
+    assert "s3cret" not in result.output
 
 
 def test_validate():
@@ -137,3 +139,66 @@ def test_a_service_read_is_one_round_trip(served, catalog, redis_url, r):
     others = {k: v["calls"] for k, v in stats.items() if k != "cmdstat_mget" and not k.startswith("cmdstat_config")}
     assert others == {}, others  # nothing else was sent
     assert len(rows) == 1000 and rows[999]["invoices_7d"] == 1 and rows[999]["revenue_30d"] == 9.0
+
+
+@pytest.mark.parametrize("raw", ["007", "1_000", "+5", " 5", "5.0", "abc", "--5"])
+def test_ids_are_parsed_strictly_by_the_entity_dtype(served, raw):
+    result = runner.invoke(app, ["get", "user_context", raw, "--view"])
+    assert result.exit_code == 1, result.output
+    assert f"id {raw!r} is not a valid customer_id (Int64)" in result.output
+
+
+def test_negative_ids_need_no_double_dash(served, tmp_path):
+    frame = pl.DataFrame({"customer_id": [-5], "country": ["Iceland"], "locale": ["is"], "currency": ["ISK"]})
+    push_from_delta(served, "user_context", frame, partition="2011-12-10", uri=str(tmp_path / "user_context"))
+    result = runner.invoke(app, ["get", "user_context", "-5", "12352", "--view"])
+    assert result.exit_code == 0, result.output
+    assert [row["country"] for row in json.loads(result.stdout)] == ["Iceland", None]
+    item = runner.invoke(app, ["get", "item_popularity", "085123A", "--view"])  # string keys stay verbatim
+    assert item.exit_code == 0 and json.loads(item.stdout)[0]["revenue_30d"] is None
+
+
+def test_status_pin_unpin_promote_and_gc(served, tmp_path, r):
+    uri = str(tmp_path / "user_context")
+    assert runner.invoke(app, ["rollback", "user_context", "--reason", "bad map"]).exit_code == 0
+    status = runner.invoke(app, ["status"])
+    assert status.exit_code == 0, status.output
+    line = next(ln for ln in status.output.splitlines() if ln.strip().startswith("user_context"))
+    assert "pinned to version 1" in line and "bad map" in line and "2011-12-08" in line
+    frame = pl.DataFrame({"customer_id": [12352], "country": ["Spain"], "locale": ["es"], "currency": ["EUR"]})
+    held = push_from_delta(served, "user_context", frame, partition="2011-12-10", uri=uri)
+    assert not held.promoted and "held back" in held.reason
+    listing = runner.invoke(app, ["versions", "user_context"])
+    assert listing.exit_code == 0, listing.output
+    for text in ("rollback", "pin", "held", "never", "bad map"):
+        assert text in listing.output, text
+
+    refused = runner.invoke(app, ["promote", "user_context", str(held.version)])
+    assert refused.exit_code == 1 and "pass unpin (--unpin)" in refused.output
+    done = runner.invoke(app, ["promote", "user_context", str(held.version), "--unpin", "--reason", "fixed"])
+    assert done.exit_code == 0 and f"serving version {held.version} (was 1)" in done.output
+    assert json.loads(runner.invoke(app, ["get", "user_context", "12352", "--view"]).stdout)[0]["country"] == "Spain"
+    assert "was not pinned" in runner.invoke(app, ["unpin", "user_context"]).output
+
+    def broken():  # a push that dies after its first keys: dead, its keys orphaned
+        yield frame.with_columns(pl.lit("Dead").alias("country"))
+        raise RuntimeError("killed")
+
+    from feature_pipelines.offline.delta import overwrite_partitions
+
+    commit = overwrite_partitions(
+        uri,
+        frame.with_columns(pl.lit("2011-12-11").alias("partition_date")),
+        "partition_date",
+        "2011-12-11",
+        "2011-12-11",
+    )
+    with pytest.raises(RuntimeError):
+        push(served, "user_context", broken(), partition="2011-12-11", delta_table=uri, delta_version=commit.version)
+    dead = max(served.versions("user_context"))
+    status = runner.invoke(app, ["status", "user_context"]).output
+    line = next(ln for ln in status.splitlines() if ln.strip().startswith("user_context"))
+    assert line.split()[-2:] == [str(dead), "-"], status  # dead, nothing deleting
+    gc = runner.invoke(app, ["gc", "user_context"])
+    assert gc.exit_code == 0 and f"{dead} (1 keys)" in gc.output, gc.output
+    assert r.exists(served.keys("user_context").data_key(dead, 12352)) == 0

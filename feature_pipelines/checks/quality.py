@@ -3,11 +3,24 @@
 The suite of a view is derived from its features (types, nulls, ranges, allowed values, extra
 expectations) plus one rule of the store itself: one row per entity per partition. Validation runs on the
 computed frame *before* anything is written, so a failed blocking expectation commits nothing.
+
+**Per partition.** A run may compute many partitions, and each partition must pass or fail exactly as it
+would in a daily run of its own. Row-level expectations (a value is null, out of range, not allowed; the
+column types) do not depend on the batch: they run once over the whole frame, and the offending rows name
+their partitions. Expectations that do depend on the batch (`max_null_fraction` and any `mostly < 1`,
+aggregates such as a mean, uniqueness across rows) are evaluated per partition: the null share with
+polars, the others with one GE pass per partition. Every failure names its partitions.
+
+**Types.** Integer and boolean columns reach GE as pandas' nullable dtypes (`Int64`, `boolean`): a plain
+conversion makes an integer column with a null float64 and a boolean one object, which fail a correct
+type check.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from datetime import date
@@ -16,20 +29,28 @@ from pathlib import Path
 from typing import Any
 
 import great_expectations as gx
+import pandas as pd
 import polars as pl
+import pyarrow as pa
 from great_expectations import expectations as gxe
 from great_expectations.data_context.types.base import ProgressBarsConfig
+from great_expectations.expectations.expectation import (
+    ColumnMapExpectation,
+    ColumnPairMapExpectation,
+    MulticolumnMapExpectation,
+)
 
 from feature_pipelines.catalog import Catalog
 from feature_pipelines.spec import PARTITION_DATE, Feature, FeatureView, output_schema
 
-# pandas dtype names a polars column becomes through `to_pandas()`.
+# pandas dtype names a polars column becomes through `to_pandas` below (GE resolves "Int64Dtype" and
+# "BooleanDtype" to pandas' nullable dtypes; a bare "Int64" or "boolean" matches nothing in GE 1.24).
 _PANDAS_TYPES: dict[type[pl.DataType], list[str]] = {
-    pl.Int64: ["int64", "Int64", "int64[pyarrow]"],
-    pl.Int32: ["int32", "Int32", "int32[pyarrow]"],
+    pl.Int64: ["int64", "Int64Dtype", "int64[pyarrow]"],
+    pl.Int32: ["int32", "Int32Dtype", "int32[pyarrow]"],
     pl.Float64: ["float64", "Float64", "double[pyarrow]"],
     pl.Float32: ["float32", "Float32", "float[pyarrow]"],
-    pl.Boolean: ["bool", "boolean", "bool[pyarrow]"],
+    pl.Boolean: ["bool", "BooleanDtype", "bool[pyarrow]"],
 }
 # Strings are absent on purpose: GE 1.24 does not recognize pandas 3's `str` dtype in type checks, so a
 # string column's type is enforced by `schema_failures` (polars dtypes) and its presence by GE.
@@ -46,12 +67,22 @@ class Failure:
     unexpected_count: int | None
     examples: list[Any] = field(default_factory=list)
     rows: list[dict[str, Any]] = field(default_factory=list)
+    partitions: tuple[str, ...] = ()
+    """The partitions that fail it (each would fail a daily run of its own)."""
 
     def __str__(self) -> str:
         where = f"column {self.column!r}" if self.column else "table"
         n = f", {self.unexpected_count} rows" if self.unexpected_count is not None else ""
         ex = f", e.g. {self.examples}" if self.examples else ""
-        return f"{self.expectation} on {where}{n}{ex} (observed: {self.observed})"
+        return f"{self.expectation} on {where}{n}{ex} (observed: {self.observed}){self.where}"
+
+    @property
+    def where(self) -> str:
+        if not self.partitions:
+            return ""
+        shown = ", ".join(self.partitions[:10])
+        more = f" and {len(self.partitions) - 10} more" if len(self.partitions) > 10 else ""
+        return f" in partition{'s' if len(self.partitions) > 1 else ''} {shown}{more}"
 
 
 @dataclass(frozen=True)
@@ -61,6 +92,8 @@ class Report:
     evaluated: int
     failures: list[Failure]
     result: dict[str, Any] = field(default_factory=dict, repr=False)
+    partition_results: dict[str, Any] = field(default_factory=dict, repr=False)
+    """GE results of the batch-dependent expectations, per partition (when the run had several)."""
 
     @property
     def passed(self) -> bool:
@@ -75,6 +108,11 @@ class Report:
     def warnings(self) -> list[Failure]:
         return [f for f in self.failures if f.severity == "warn"]
 
+    @property
+    def failed_partitions(self) -> list[str]:
+        """The partitions a blocking failure names: exactly those daily runs would block."""
+        return sorted({p for f in self.blocking_failures for p in f.partitions})
+
     def markdown(self, failures: list[Failure]) -> str:
         """What the Dagster UI shows: expectation, column, observed value, a few offending rows."""
         if not failures:
@@ -83,7 +121,7 @@ class Report:
         for f in failures:
             out.append(
                 f"**{f.expectation}** on `{f.column}` [{f.severity}]: observed {f.observed}, "
-                f"{f.unexpected_count} unexpected rows"
+                f"{f.unexpected_count} unexpected rows{f.where}"
             )
             if f.rows:
                 cols = list(f.rows[0])
@@ -98,6 +136,8 @@ class Report:
             return f"{self.view}: {self.evaluated} expectations passed on {self.rows} rows"
         lines = [f"{self.view}: {len(self.failures)} of {self.evaluated} expectations failed on {self.rows} rows:"]
         lines += [f"  [{f.severity}] {f}" for f in self.failures]
+        if self.failed_partitions:
+            lines.append(f"  blocked partitions: {', '.join(self.failed_partitions)}")
         return "\n".join(lines)
 
 
@@ -173,50 +213,177 @@ def _batch_definition():
     return source.add_dataframe_asset("frame").add_batch_definition_whole_dataframe("whole")
 
 
+_NULLABLE = {
+    pa.int8(): pd.Int8Dtype(),
+    pa.int16(): pd.Int16Dtype(),
+    pa.int32(): pd.Int32Dtype(),
+    pa.int64(): pd.Int64Dtype(),
+    pa.uint8(): pd.UInt8Dtype(),
+    pa.uint16(): pd.UInt16Dtype(),
+    pa.uint32(): pd.UInt32Dtype(),
+    pa.uint64(): pd.UInt64Dtype(),
+    pa.bool_(): pd.BooleanDtype(),
+}
+
+
+def to_pandas(frame: pl.DataFrame) -> pd.DataFrame:
+    """The frame GE validates: integers and booleans as nullable pandas dtypes, nulls kept as nulls."""
+    return frame.to_pandas(types_mapper=_NULLABLE.get)
+
+
+_SCHEMA_KINDS = {
+    "expect_column_to_exist",
+    "expect_column_values_to_be_in_type_list",
+    "expect_column_values_to_be_of_type",
+}
+_UNIQUE_KINDS = {"expect_column_values_to_be_unique", "expect_compound_columns_to_be_unique"}
+_ROW_LEVEL = (ColumnMapExpectation, ColumnPairMapExpectation, MulticolumnMapExpectation)
+
+
+def _batch_dependent(exp: gxe.Expectation) -> bool:
+    """Whether the outcome depends on which rows share the batch (so it must be evaluated per partition)."""
+    kind = exp.expectation_type
+    if kind in _SCHEMA_KINDS:
+        return False
+    if kind in _UNIQUE_KINDS:
+        return PARTITION_DATE not in (getattr(exp, "column_list", None) or [])
+    if isinstance(exp, _ROW_LEVEL):
+        return (getattr(exp, "mostly", None) or 1.0) < 1.0
+    return True  # aggregates and table-level expectations describe a batch
+
+
+def _null_share(exp: gxe.Expectation) -> bool:
+    return exp.expectation_type == "expect_column_values_to_not_be_null" and (exp.mostly or 1.0) < 1.0
+
+
+def _ge(expectations: list[gxe.Expectation], frame: pl.DataFrame) -> Any:
+    suite = gx.ExpectationSuite(name="features.subset", expectations=[e.copy() for e in expectations])
+    batch = _batch_definition().get_batch(batch_parameters={"dataframe": to_pandas(frame)})
+    return batch.validate(suite, result_format={"result_format": "SUMMARY", "partial_unexpected_count": 5})
+
+
 def validate(view: FeatureView, catalog: Catalog, frame: pl.DataFrame) -> Report:
-    """Run the view's suite on `frame` (all partitions of a run at once: one GE pass, not one per day)."""
+    """Run the view's suite on `frame`: once over all partitions of a run for what does not depend on the
+    batch, per partition for what does (see the module docstring)."""
     suite = build_suite(view, catalog)
-    batch = _batch_definition().get_batch(batch_parameters={"dataframe": frame.to_pandas()})
-    result = batch.validate(suite, result_format={"result_format": "SUMMARY", "partial_unexpected_count": 5})
     key = catalog.entity_of(view).join_key
-    failures = schema_failures(view, catalog, frame)
+    partitioned = PARTITION_DATE in frame.columns
+    partitions = tuple(sorted(frame[PARTITION_DATE].unique().to_list())) if partitioned and frame.height else ()
+    nulls = [e for e in suite.expectations if _null_share(e) and partitioned]
+    per_partition = [e for e in suite.expectations if _batch_dependent(e) and e not in nulls]
+    whole = [e for e in suite.expectations if not _batch_dependent(e)]
+    if len(partitions) <= 1:  # one batch is the partition: a single GE pass answers everything
+        whole, per_partition = whole + per_partition, []
+    failures = [dataclasses.replace(f, partitions=partitions) for f in schema_failures(view, catalog, frame)]
+    result = _ge(whole, frame)
     for res in result.results:
-        if res.success:
-            continue
-        cfg = res.expectation_config
-        kwargs = cfg.kwargs
-        detail = res.result or {}
-        column = kwargs.get("column") or ",".join(kwargs.get("column_list", []) or []) or None
-        examples = list(detail.get("partial_unexpected_list", []) or [])[:5]
-        failures.append(
+        if not res.success:
+            failure = _failure(res, frame, key)
+            failures.append(dataclasses.replace(failure, partitions=_failing_partitions(res, frame, partitions)))
+    partition_results: dict[str, Any] = {}
+    if per_partition:
+        for part in partitions:
+            batch = frame.filter(pl.col(PARTITION_DATE) == part)
+            part_result = _ge(per_partition, batch)
+            partition_results[part] = part_result.to_json_dict()
+            failures += [
+                dataclasses.replace(_failure(res, batch, key), partitions=(part,))
+                for res in part_result.results
+                if not res.success
+            ]
+    for exp in nulls:
+        failures += _null_share_failures(exp, frame, key)
+    evaluated = len(result.results) + len(per_partition) + len(nulls) + len(view.features) + 1
+    return Report(
+        view=view.name,
+        rows=frame.height,
+        evaluated=evaluated,
+        failures=failures,
+        result=result.to_json_dict(),
+        partition_results=partition_results,
+    )
+
+
+def _failure(res: Any, frame: pl.DataFrame, key: str) -> Failure:
+    cfg = res.expectation_config
+    kwargs = cfg.kwargs
+    detail = res.result or {}
+    column = kwargs.get("column") or ",".join(kwargs.get("column_list", []) or []) or None
+    return Failure(
+        expectation=cfg.type,
+        column=column,
+        severity=(cfg.meta or {}).get("severity", "blocking"),
+        observed=detail.get("observed_value", detail.get("unexpected_percent")),
+        unexpected_count=detail.get("unexpected_count"),
+        examples=list(detail.get("partial_unexpected_list", []) or [])[:5],
+        rows=_offending_rows(frame, key, kwargs, cfg.type),
+    )
+
+
+def _failing_partitions(res: Any, frame: pl.DataFrame, partitions: tuple[str, ...]) -> tuple[str, ...]:
+    """The partitions of a row-level failure over the whole run: those holding an offending row."""
+    cfg = res.expectation_config
+    if len(partitions) <= 1 or cfg.type in _SCHEMA_KINDS:
+        return partitions  # a column's type is the same in every partition of the run
+    bad = _offending(frame, cfg.kwargs, cfg.type)
+    if bad is not None and bad.height:
+        return tuple(sorted(bad[PARTITION_DATE].unique().to_list()))
+    # An expectation polars does not evaluate here (e.g. a regex): ask GE, one partition at a time.
+    exp = cfg.to_domain_obj()
+    return tuple(p for p in partitions if not _ge([exp], frame.filter(pl.col(PARTITION_DATE) == p)).results[0].success)
+
+
+def _null_share_failures(exp: gxe.Expectation, frame: pl.DataFrame, key: str) -> list[Failure]:
+    """`max_null_fraction` (`mostly`) per partition, as GE counts nulls (NaN is null too)."""
+    column = exp.column
+    if column not in frame.columns or frame.height == 0:
+        return []
+    c = pl.col(column)
+    missing = c.is_null() | c.is_nan() if frame.schema[column].is_float() else c.is_null()
+    shares = (
+        frame.group_by(PARTITION_DATE)
+        .agg(missing.sum().alias("nulls"), pl.len().alias("rows"))
+        .sort(PARTITION_DATE)
+        .with_columns(((pl.col("rows") - pl.col("nulls")) / pl.col("rows")).alias("ok"))
+    )
+    out = []
+    for part, nulls, rows, _ok in shares.filter(pl.col("ok") < exp.mostly).iter_rows():
+        offending = frame.filter((pl.col(PARTITION_DATE) == part) & missing)
+        out.append(
             Failure(
-                expectation=cfg.type,
+                expectation=exp.expectation_type,
                 column=column,
-                severity=(cfg.meta or {}).get("severity", "blocking"),
-                observed=detail.get("observed_value", detail.get("unexpected_percent")),
-                unexpected_count=detail.get("unexpected_count"),
-                examples=examples,
-                rows=_offending_rows(frame, key, kwargs, cfg.type),
+                severity=(exp.meta or {}).get("severity", "blocking"),
+                observed=f"{nulls / rows:.2%} null, at most {1 - exp.mostly:.2%} allowed",
+                unexpected_count=nulls,
+                examples=[],
+                rows=offending.select(list(dict.fromkeys([key, PARTITION_DATE, column]))).head(5).to_dicts(),
+                partitions=(part,),
             )
         )
-    evaluated = len(result.results) + len(view.features) + 1
-    return Report(
-        view=view.name, rows=frame.height, evaluated=evaluated, failures=failures, result=result.to_json_dict()
-    )
+    return out
 
 
 def _offending_rows(frame: pl.DataFrame, key: str, kwargs: dict[str, Any], kind: str) -> list[dict[str, Any]]:
     """A few rows that break the expectation, with their entity and partition, computed with polars."""
+    bad = _offending(frame, kwargs, kind)
+    if bad is None:
+        return []
+    if kind == "expect_compound_columns_to_be_unique":
+        return bad.select(list(dict.fromkeys([key, *kwargs["column_list"]]))).head(5).to_dicts()
+    return bad.select(list(dict.fromkeys([key, PARTITION_DATE, kwargs["column"]]))).head(5).to_dicts()
+
+
+def _offending(frame: pl.DataFrame, kwargs: dict[str, Any], kind: str) -> pl.DataFrame | None:
+    """Every row that breaks a row-level expectation (None: a kind evaluated only by GE)."""
     column = kwargs.get("column")
     if kind == "expect_compound_columns_to_be_unique":
-        cols = list(kwargs["column_list"])
-        bad = frame.filter(frame.select(cols).is_duplicated())
-        return bad.select(list(dict.fromkeys([key, *cols]))).head(5).to_dicts()
+        return frame.filter(frame.select(list(kwargs["column_list"])).is_duplicated())
     if column is None or column not in frame.columns:
-        return []
+        return None
     c = pl.col(column)
     if kind == "expect_column_values_to_not_be_null":
-        bad = frame.filter(c.is_null())
+        bad = frame.filter(c.is_null() | c.is_nan() if frame.schema[column].is_float() else c.is_null())
     elif kind == "expect_column_values_to_be_between":
         lo, hi = kwargs.get("min_value"), kwargs.get("max_value")
         cond = pl.lit(False)
@@ -228,30 +395,49 @@ def _offending_rows(frame: pl.DataFrame, key: str, kwargs: dict[str, Any], kind:
     elif kind == "expect_column_values_to_be_in_set":
         bad = frame.filter(c.is_not_null() & ~c.is_in(list(kwargs["value_set"])))
     else:
-        return []
-    return bad.select(list(dict.fromkeys([key, PARTITION_DATE, column]))).head(5).to_dicts()
+        return None
+    return bad
 
 
 def save_result(report: Report, lake_dir: Path, view: str, days: list[date], run_id: str) -> Path:
-    """Keep the GE validation result beside the Delta table, and index it by partition."""
-    folder = Path(lake_dir).resolve() / "quality" / view
-    path = folder / "runs" / f"{days[0]}_{days[-1]}_{run_id}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(
+    """Keep the GE validation result of a run beside the Delta table (passed or not: a failed gate links it).
+
+    It does not touch the partition index: that describes the data in Delta, see `index_result`."""
+    path = Path(lake_dir).resolve() / "quality" / view / "runs" / f"{days[0]}_{days[-1]}_{run_id}.json"
+    _write_atomically(
+        path,
         json.dumps(
             {
                 "view": view,
                 "run_id": run_id,
                 "passed": report.passed,
                 "partitions": [d.isoformat() for d in days],
+                "failed_partitions": report.failed_partitions,
+                "failures": [str(f) for f in report.failures],
                 "result": report.result,
+                "partition_results": report.partition_results,
             },
             default=str,
-        )
+        ),
     )
-    index = folder / "partitions"
-    index.mkdir(exist_ok=True)
-    pointer = json.dumps({"result": str(path), "run_id": run_id, "passed": report.passed})
-    for day in days:
-        (index / f"{day}.json").write_text(pointer)
     return path
+
+
+def index_result(result: Path, lake_dir: Path, view: str, days: list[date], delta_version: int) -> None:
+    """Point each partition at the validation result of the data it now holds: call it only after the
+    Delta commit (`delta_version`) that wrote them. The commit's metadata links the same result, so a
+    crash between the two leaves an index that is old, never one that names data that was not written."""
+    index = Path(lake_dir).resolve() / "quality" / view / "partitions"
+    run = json.loads(Path(result).read_text())
+    pointer = json.dumps(
+        {"result": str(result), "run_id": run["run_id"], "passed": run["passed"], "delta_version": delta_version}
+    )
+    for day in days:
+        _write_atomically(index / f"{day}.json", pointer)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from feature_pipelines.checks.equality import same_value
 from feature_pipelines.offline.delta import scan
 from feature_pipelines.online.client import OnlineClient
 from feature_pipelines.spec import PARTITION_DATE
@@ -55,6 +56,6 @@ def compare(
         offline = frame[feature].to_list()
         online = [row[feature] for row in served]
         for entity, a, b in zip(ids, offline, online, strict=True):
-            if a != b:
+            if not same_value(a, b):
                 differing.setdefault(feature, []).append(entity)
     return RoundTrip(len(ids), differing)

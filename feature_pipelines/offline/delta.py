@@ -7,6 +7,10 @@ Schemas evolve by merging only: a write that adds columns merges them into the t
 partitions read them as null until they are rewritten); a write that drops a column or changes a column's
 dtype is refused (`SchemaChangeError`) before anything is written. Delta would otherwise cast the new
 values to the old type silently (1.5 stored as 1).
+
+A write may be declared part of the table's initial historical load (`historical_load=True`): the
+declaration is recorded in the commit's metadata, where `offline/history.py` reads it, so the table itself
+says which of its partitions were loaded as history and which were written as they happened.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from datetime import date
 import polars as pl
 from deltalake import CommitProperties, DeltaTable, PostCommitHookProperties, write_deltalake
 from deltalake.exceptions import TableNotFoundError
+
+from feature_pipelines.offline.history import HISTORICAL_LOAD
 
 
 @dataclass(frozen=True)
@@ -106,12 +112,18 @@ def overwrite_partitions(
     first: date | str,
     last: date | str,
     commit_metadata: dict[str, str] | None = None,
+    historical_load: bool = False,
 ) -> Commit:
     """Replace the partitions `first..last` (inclusive) of `column` with `frame`, in one Delta commit.
 
     `commit_metadata` lands in the commit's info (lineage: run id, source versions, definition hash).
     New columns are merged into the table schema; a dropped column or a changed dtype raises
-    `SchemaChangeError` and writes nothing."""
+    `SchemaChangeError` and writes nothing.
+    `historical_load` declares the commit part of the table's initial historical load: training counts
+    partitions it writes first as known at their ends instead of at the commit (see `training.py`)."""
+    commit_metadata = dict(commit_metadata or {})
+    if historical_load:
+        commit_metadata[HISTORICAL_LOAD] = "true"
     outside = frame.filter((pl.col(column) < str(first)) | (pl.col(column) > str(last))).height
     if outside:
         raise ValueError(f"{uri}: {outside} rows fall outside partitions {first}..{last} of {column!r}")

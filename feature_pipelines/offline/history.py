@@ -3,18 +3,26 @@
 Training sets use it to know *when* each row became known, lineage and the catalog to say which run wrote
 what. The log is kept whole on purpose (tables are written with log cleanup off): known-time history
 needs every commit.
+
+A writer may declare a commit part of the table's **initial historical load** (commit metadata
+`fs.historical_load = "true"`, see `offline/delta.py`). Only the flagged commits before the first
+unflagged commit that changes data form that load (`History.initial_load`): once a regular write has
+happened, a later declaration is recorded but does not count. Deciding what a declared load means for
+knowledge is the reader's business (`training.py`).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
 FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
+HISTORICAL_LOAD = "fs.historical_load"
+"""Commit metadata key (value "true") of a commit declared part of the table's initial historical load."""
 
 _STANDARD = {"timestamp", "operation", "operationParameters", "operationMetrics", "engineInfo", "clientVersion"}
 
@@ -31,6 +39,12 @@ class Commit:
     timestamp: datetime
     operation: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    changes_data: bool = False
+    """It adds or removes data files (a write, a restore), as opposed to a table property change."""
+
+    @property
+    def declared_historical_load(self) -> bool:
+        return str(self.metadata.get(HISTORICAL_LOAD, "")).lower() == "true"
 
 
 @dataclass(frozen=True)
@@ -64,6 +78,23 @@ class History:
             out[f.partition] = min(f.added, out.get(f.partition, f.added))
         return out
 
+    def initial_load(self) -> set[int]:
+        """The versions of the table's declared initial historical load: every commit declared so, up to
+        the first commit that changes data without the declaration (a regular write ends the load)."""
+        out: set[int] = set()
+        for version in sorted(self.commits):
+            c = self.commits[version]
+            if c.declared_historical_load:
+                out.add(version)
+            elif c.changes_data:
+                break
+        return out
+
+    @property
+    def initial_load_open(self) -> bool:
+        """True while no regular write has happened: a declared historical load would still count."""
+        return not any(c.changes_data and not c.declared_historical_load for c in self.commits.values())
+
 
 def log_dir(uri: str) -> Path:
     return Path(uri) / "_delta_log"
@@ -84,6 +115,7 @@ def read_history(uri: str, version: int | None = None, partition_column: str | N
     version = newest if version is None else version
     commits: dict[int, Commit] = {}
     lives: dict[str, list[list]] = {}
+    changed: set[int] = set()
     for v in range(version + 1):
         entry = log_dir(uri) / f"{v:020d}.json"
         if not entry.exists():
@@ -100,8 +132,12 @@ def read_history(uri: str, version: int | None = None, partition_column: str | N
                 values = add.get("partitionValues") or {}
                 partition = values.get(partition_column, "") if partition_column else ""
                 lives.setdefault(add["path"], []).append([v, None, partition])
-            elif "remove" in action and action["remove"]["path"] in lives:
-                lives[action["remove"]["path"]][-1][1] = v
+                changed.add(v)
+            elif "remove" in action:
+                changed.add(v)
+                if action["remove"]["path"] in lives:
+                    lives[action["remove"]["path"]][-1][1] = v
+    commits = {v: replace(c, changes_data=v in changed) for v, c in commits.items()}
     files = [
         FileLife(
             path=str(Path(uri) / unquote(path)),
@@ -117,16 +153,21 @@ def read_history(uri: str, version: int | None = None, partition_column: str | N
     return History(uri, version, commits, files)
 
 
+def initial_load_open(uri: str) -> bool:
+    """Would a write declared a historical load count as one? Yes on a new table or one written only so."""
+    return latest_version(uri) is None or read_history(uri).initial_load_open
+
+
 def commit(uri: str, version: int) -> Commit | None:
     """One commit of a table (None if the table or the entry does not exist)."""
     entry = log_dir(uri) / f"{version:020d}.json"
     if not entry.exists():
         return None
-    for line in entry.read_text().splitlines():
-        action = json.loads(line)
-        if "commitInfo" in action:
-            return _commit(version, action["commitInfo"])
-    return None
+    actions = [json.loads(line) for line in entry.read_text().splitlines()]
+    info = next((a["commitInfo"] for a in actions if "commitInfo" in a), None)
+    if info is None:
+        return None
+    return replace(_commit(version, info), changes_data=any("add" in a or "remove" in a for a in actions))
 
 
 def _commit(version: int, info: dict[str, Any]) -> Commit:

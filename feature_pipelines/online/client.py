@@ -4,12 +4,19 @@ It needs only Redis: each version's metadata carries the schema, so the client d
 the catalog, exactly as a reader in another language would (docs/online-key-spec.md). It caches the
 serving version of each view and validates the cache in the same MGET that reads the data: the pointer
 keys come first, and if one moved the read is repeated once with the new versions. Every row of a read
-comes from one complete version of each view.
+comes from one complete version of each view, and never from a version being deleted (a prune refuses
+to delete the serving version, and the pointer is read with the data).
+
+It runs as a read-only ACL user: it connects lazily and sends only GET, MGET, HGET and EXISTS. Reads
+have short deadlines, and a circuit breaker fails fast while Redis is down, then recovers by itself.
+Errors name the Redis address (host:port), never the password.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import numbers
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -19,9 +26,10 @@ import redis
 
 from feature_pipelines.catalog import Catalog
 from feature_pipelines.contract import ContractError, mismatches
+from feature_pipelines.online.breaker import CircuitBreaker
 from feature_pipelines.online.codec import value_converter
-from feature_pipelines.online.connection import connect, is_cluster
-from feature_pipelines.online.errors import OnlineStoreError
+from feature_pipelines.online.connection import address, is_cluster, serving_connection
+from feature_pipelines.online.errors import EntityIdError, OnlineStoreError, RedisUnavailable
 from feature_pipelines.online.layout import NAMESPACES, OnlineLayout, OnlineSchema, ViewKeys
 from feature_pipelines.online.store import VersionMeta
 
@@ -85,6 +93,68 @@ def row_type(names: tuple[str, ...]) -> type[FeatureRow]:
     )
 
 
+_INTEGER_DTYPES = frozenset({"Int8", "Int16", "Int32", "Int64", "UInt8", "UInt16", "UInt32", "UInt64"})
+_DECIMAL = re.compile(r"(0|-?[1-9][0-9]*)\Z")
+"""An integer as it appears in keys: no sign but `-`, no leading zeros, no spaces or underscores."""
+
+IdConverter = Callable[[Sequence[Any]], Sequence[Any]]
+
+
+def _id_converter(view: str, key_dtype: str | None) -> IdConverter:
+    """How the ids of `view` become the ids in its keys: the one place that decides it.
+
+    Integral keys take ints, integral floats (12352.0 -> 12352) and canonical decimal strings; a
+    non-integral float, a bool or any other string is an error naming the view, the id and the dtype.
+    String keys take strings only (85123 is not "085123"). Metadata written before `key_dtype` was
+    recorded takes ints and strings as they are. None stays None (no entity: its features read as null).
+    """
+
+    def wrong(i: Any, expected: str) -> EntityIdError:
+        return EntityIdError(f"view {view!r}: id {i!r} ({type(i).__name__}) is not a valid key: expected {expected}")
+
+    if key_dtype in _INTEGER_DTYPES:
+
+        def integral(i: Any) -> Any:
+            if i is None:
+                return None
+            if isinstance(i, bool) or type(i).__name__ == "bool_":
+                raise wrong(i, key_dtype)
+            whole = isinstance(i, numbers.Integral) or (isinstance(i, numbers.Real) and float(i).is_integer())
+            if not (whole or (isinstance(i, str) and _DECIMAL.match(i))):
+                raise wrong(i, key_dtype)
+            value = int(i)
+            if value < 0 and key_dtype.startswith("U"):
+                raise wrong(i, key_dtype)
+            return value
+
+        def to_int(ids: Sequence[Any]) -> Sequence[Any]:
+            if all(type(i) is int for i in ids) and not key_dtype.startswith("U"):
+                return ids
+            return [integral(i) for i in ids]
+
+        return to_int
+
+    if key_dtype == "String":
+
+        def to_str(ids: Sequence[Any]) -> Sequence[Any]:
+            if all(type(i) is str for i in ids):
+                return ids
+            for i in ids:
+                if i is not None and not isinstance(i, str):
+                    raise wrong(i, "String")
+            return ids
+
+        return to_str
+
+    def legacy(ids: Sequence[Any]) -> Sequence[Any]:
+        for i in ids:
+            if i is not None and (isinstance(i, bool) or not isinstance(i, int | str)):
+                raise wrong(i, f"an int or a str ({key_dtype or 'key dtype not recorded'})")
+        return ids
+
+    return legacy
+
+
 @dataclass(frozen=True)
 class _Served:
     version: int
@@ -95,19 +165,45 @@ class _Served:
     version_bytes: bytes
     row: type[FeatureRow]
     plain: bool  # no value needs converting after msgpack (no timestamps, dates or vectors)
+    ids: IdConverter
 
 
 class OnlineClient:
     """Reads features from Redis, keyed by view name.
 
     `catalog` gives the layout (each view's namespace) and resolves feature services by name; without it
-    the client finds a view's namespace in Redis, as a reader that only knows the key spec would."""
+    the client finds a view's namespace in Redis, as a reader that only knows the key spec would.
+
+    Given a URL, it connects lazily with the serving deadlines (`FS_SERVING_CONNECT_TIMEOUT`,
+    `FS_SERVING_TIMEOUT`, seconds) unless `connect_timeout` / `timeout` are given; given a client, it uses
+    that client's. The circuit breaker (`FS_SERVING_BREAKER_FAILURES`, `FS_SERVING_BREAKER_COOLDOWN`)
+    guards every Redis call either way."""
 
     def __init__(
-        self, url_or_client: str | redis.Redis, catalog: Catalog | None = None, layout: OnlineLayout | None = None
+        self,
+        url_or_client: str | redis.Redis,
+        catalog: Catalog | None = None,
+        layout: OnlineLayout | None = None,
+        *,
+        connect_timeout: float | None = None,
+        timeout: float | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
-        self.r = connect(url_or_client) if isinstance(url_or_client, str) else url_or_client
-        self.url = url_or_client if isinstance(url_or_client, str) else repr(url_or_client)
+        settings = None
+        if breaker is None or (isinstance(url_or_client, str) and (connect_timeout is None or timeout is None)):
+            from feature_pipelines.settings import Settings
+
+            settings = Settings()
+        if isinstance(url_or_client, str):
+            self.r = serving_connection(
+                url_or_client,
+                connect_timeout if connect_timeout is not None else settings.serving_connect_timeout,
+                timeout if timeout is not None else settings.serving_timeout,
+            )
+        else:
+            self.r = url_or_client
+        self.address = address(self.r)
+        self.breaker = breaker or CircuitBreaker(settings.serving_breaker_failures, settings.serving_breaker_cooldown)
         self.catalog = catalog
         self.layout = layout or (OnlineLayout.from_catalog(catalog) if catalog is not None else None)
         self._served: dict[str, _Served] = {}
@@ -123,23 +219,32 @@ class OnlineClient:
         if served is not None and served.plain and not self._cluster:
             # Fast path: one MGET with the version pointer first; valid unless the pointer moved.
             prefix = served.prefix
-            try:
-                values = self.r.execute_command("MGET", served.pointer, *[f"{prefix}{i}}}" for i in ids])
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                raise OnlineStoreError(f"cannot reach Redis at {self.url}: {exc}") from exc
-            if values[0] == served.version_bytes:
-                return _decode_plain(served, values[1:])
+            key_ids = served.ids(ids)
+            if None not in key_ids:
+                self.breaker.before(self.address)
+                try:
+                    values = self.r.execute_command("MGET", served.pointer, *[f"{prefix}{i}}}" for i in key_ids])
+                except _UNREACHABLE as exc:
+                    raise self._unreachable(exc) from exc
+                except redis.ResponseError as exc:
+                    raise self._refused(exc) from exc
+                self.breaker.success()
+                if values[0] == served.version_bytes:
+                    return _decode_plain(served, values[1:])
         return self._read([(view, list(ids), None)], len(ids))
 
     def get_version(self, view: str, version: int, ids: Sequence[Any]) -> list[FeatureRow]:
         """A given version of a view, served or not (for checks and audits, not for serving)."""
         keys = self.keys(view)
-        raw = self.r.hget(keys.versions, str(version))
+        raw = self._call(self.r.hget, keys.versions, str(version))
         if raw is None:
-            raise OnlineStoreError(f"view {view!r} has no version {version} in Redis at {self.url}")
-        served = _served_from(VersionMeta.from_json(raw), keys)
-        data_keys = [f"{served.prefix}{i}}}" for i in ids]
-        values = self.r.mget_nonatomic(data_keys) if self._cluster else self.r.mget(data_keys)
+            raise OnlineStoreError(f"view {view!r} has no version {version} in Redis at {self.address}")
+        served = self._served_from(VersionMeta.from_json(raw), keys)
+        values = self._mget(_data_keys(served, ids))
+        # Deleting is final: unless the version is being deleted now, its keys were all there for the MGET.
+        after = self._call(self.r.hget, keys.versions, str(version))
+        if after is None or VersionMeta.from_json(after).status == "deleting":
+            raise OnlineStoreError(f"view {view!r}: version {version} is being deleted (Redis at {self.address})")
         return self._decode([(view, list(ids), None)], [served], values, len(ids))
 
     def get_service(self, service: str, entities: dict[str, Sequence[Any]]) -> list[FeatureRow]:
@@ -178,7 +283,7 @@ class OnlineClient:
                 continue
             deployed = dict(zip(served.schema.features, served.schema.dtypes, strict=True))
             problems = mismatches(
-                service, view, expected, deployed, f"serving version {served.version} in Redis at {self.url}"
+                service, view, expected, deployed, f"serving version {served.version} in Redis at {self.address}"
             )
             if problems:
                 raise ContractError("; ".join(problems))
@@ -191,47 +296,86 @@ class OnlineClient:
         if self.layout is not None and view in self.layout:
             keys = self.layout.keys_of(view)
         else:
-            found = [ViewKeys(ns, view) for ns in NAMESPACES if self.r.exists(ViewKeys(ns, view).current)]
-            if not found:
-                raise OnlineStoreError(f"view {view!r} has no serving version in Redis at {self.url}")
-            keys = found[0]
+            keys, denied = None, []
+            for ns in NAMESPACES:
+                candidate = ViewKeys(ns, view)
+                try:
+                    if self._call(self.r.exists, candidate.current):
+                        keys = candidate
+                        break
+                except OnlineStoreError as exc:
+                    cause = exc.__cause__
+                    if not (isinstance(cause, redis.exceptions.NoPermissionError) and "key" in str(cause).lower()):
+                        raise
+                    denied.append(ns)  # this user may not read that namespace: the view is not its to read
+            if keys is None:
+                note = f" (no permission on namespace {', '.join(denied)})" if denied else ""
+                raise OnlineStoreError(f"view {view!r} has no serving version in Redis at {self.address}{note}")
         self._keys[view] = keys
         return keys
 
     # -- internals ----------------------------------------------------------------------------------
+    def _unreachable(self, exc: Exception) -> RedisUnavailable:
+        self.breaker.failure(exc)
+        return RedisUnavailable(f"cannot reach Redis at {self.address}: {exc}")
+
+    def _refused(self, exc: Exception) -> OnlineStoreError:
+        self.breaker.success()  # Redis answered
+        return OnlineStoreError(f"Redis at {self.address} refused the read: {exc}")
+
+    def _call(self, method: Callable[..., Any], *args: Any) -> Any:
+        """One Redis call behind the circuit breaker, its errors naming the address."""
+        self.breaker.before(self.address)
+        try:
+            result = method(*args)
+        except _UNREACHABLE as exc:
+            raise self._unreachable(exc) from exc
+        except redis.ResponseError as exc:
+            raise self._refused(exc) from exc
+        self.breaker.success()
+        return result
+
+    def _mget(self, keys: list[str]) -> list[bytes | None]:
+        if self._cluster:
+            return self._call(self.r.mget_nonatomic, keys)
+        return self._call(self.r.execute_command, "MGET", *keys) if keys else []
+
     def _refresh(self, view: str) -> _Served:
         keys = self.keys(view)
-        current = self.r.get(keys.current)
+        current = self._call(self.r.get, keys.current)
         if current is None:
-            raise OnlineStoreError(f"view {view!r} has no serving version in Redis at {self.url}")
-        raw = self.r.hget(keys.versions, current)
+            raise OnlineStoreError(f"view {view!r} has no serving version in Redis at {self.address}")
+        raw = self._call(self.r.hget, keys.versions, current)
         if raw is None:
             raise OnlineStoreError(f"view {view!r}: serving version {current.decode()} has no metadata")
-        served = _served_from(VersionMeta.from_json(raw), keys)
+        served = self._served_from(VersionMeta.from_json(raw), keys)
         self._served[view] = served
         return served
 
+    def _served_from(self, meta: VersionMeta, keys: ViewKeys) -> _Served:
+        fallback = self.layout[meta.schema.view].key_dtype if self.layout and meta.schema.view in self.layout else None
+        return _served_from(meta, keys, fallback)
+
     def _read(self, reads: list[tuple[str, list[Any], list[str] | None]], n: int) -> list[FeatureRow]:
-        try:
-            for _attempt in range(3):
-                served = [self._served.get(v) or self._refresh(v) for v, _, _ in reads]
-                pointers = [s.pointer for s in served]
-                keys = [f"{s.prefix}{i}}}" for s, (_, ids, _) in zip(served, reads, strict=True) for i in ids]
-                if self._cluster:
-                    values = self.r.mget_nonatomic(pointers + keys)
-                else:
-                    values = self.r.execute_command("MGET", *pointers, *keys)
-                stale = [
-                    v
-                    for (v, _, _), s, p in zip(reads, served, values, strict=False)
-                    if p is None or int(p) != s.version
-                ]
-                if not stale:
-                    return self._decode(reads, served, values[len(pointers) :], n)
-                for view in stale:
-                    self._served.pop(view, None)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise OnlineStoreError(f"cannot reach Redis at {self.url}: {exc}") from exc
+        for _attempt in range(3):
+            served = [self._served.get(v) or self._refresh(v) for v, _, _ in reads]
+            pointers = [s.pointer for s in served]
+            keys = [k for s, (_, ids, _) in zip(served, reads, strict=True) for k in _data_keys(s, ids)]
+            if self._cluster:
+                # Pointers after the data: if a pointer still names the version, it was not being deleted
+                # while its keys were read (a version being deleted never serves again).
+                values = self._mget(keys)
+                current = self._mget(pointers)
+            else:
+                both = self._mget(pointers + keys)
+                current, values = both[: len(pointers)], both[len(pointers) :]
+            stale = [
+                v for (v, _, _), s, p in zip(reads, served, current, strict=True) if p is None or int(p) != s.version
+            ]
+            if not stale:
+                return self._decode(reads, served, _with_absent(reads, served, values), n)
+            for view in stale:
+                self._served.pop(view, None)
         raise OnlineStoreError("serving versions kept changing during the read; retry")
 
     @staticmethod
@@ -267,7 +411,27 @@ class OnlineClient:
         return [row(values_) for values_ in columns]
 
 
-def _served_from(meta: VersionMeta, keys: ViewKeys) -> _Served:
+_UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.RedisClusterException, OSError)
+
+
+def _data_keys(served: _Served, ids: Sequence[Any]) -> list[str]:
+    """The keys of `ids` in `served` (None ids, no entity, have no key)."""
+    prefix = served.prefix
+    return [f"{prefix}{i}}}" for i in served.ids(ids) if i is not None]
+
+
+def _with_absent(reads, served: list[_Served], values: list[bytes | None]) -> list[bytes | None]:
+    """Values aligned with every id of every read again: None where an id was None (and had no key)."""
+    if not any(None in ids for _, ids, _ in reads):
+        return values
+    out: list[bytes | None] = []
+    it = iter(values)
+    for (_, ids, _), _s in zip(reads, served, strict=True):
+        out += [None if i is None else next(it) for i in ids]
+    return out
+
+
+def _served_from(meta: VersionMeta, keys: ViewKeys, fallback_key_dtype: str | None = None) -> _Served:
     converters = [value_converter(d) for d in meta.schema.dtypes]
     return _Served(
         version=meta.version,
@@ -278,6 +442,7 @@ def _served_from(meta: VersionMeta, keys: ViewKeys) -> _Served:
         version_bytes=str(meta.version).encode(),
         row=row_type(tuple(meta.schema.features)),
         plain=not any(converters),
+        ids=_id_converter(meta.schema.view, meta.schema.key_dtype or fallback_key_dtype),
     )
 
 

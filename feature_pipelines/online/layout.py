@@ -3,6 +3,9 @@
     <ns>:{<view>}:current        serving version number (string)
     <ns>:{<view>}:versions       hash: version number -> JSON metadata (schema, partition, Delta version...)
     <ns>:{<view>}:seq            counter that hands out version numbers
+    <ns>:{<view>}:history        list, newest first: JSON entries of promotions, rollbacks, pins, unpins
+    <ns>:{<view>}:pin            JSON of the rollback that pinned the view (absent when not pinned)
+    <ns>:{<view>}:lease:<v>      a push's lease on version v while it writes and is verified (PX)
     <ns>:<view>:<version>:{<id>} msgpack array of the view's features, in schema order
 
 `<ns>` is `fs` for public and internal views and `fss` for confidential and restricted ones, so Redis ACLs
@@ -53,6 +56,18 @@ class ViewKeys:
     def seq(self) -> str:
         return self.control("seq")
 
+    @property
+    def history(self) -> str:
+        return self.control("history")
+
+    @property
+    def pin(self) -> str:
+        return self.control("pin")
+
+    def lease(self, version: int) -> str:
+        """Held by the push writing `version`; a `writing` version without it is dead (its push was killed)."""
+        return self.control(f"lease:{version}")
+
     def data_prefix(self, version: int) -> str:
         """Everything before the entity id; a data key is this, the id, and `}`."""
         return f"{self.namespace}:{self.view}:{version}:{{"
@@ -80,10 +95,17 @@ class OnlineSchema:
     features: list[str]
     dtypes: list[str]
     ttl_seconds: int | None
+    key_dtype: str | None = None
+    """The join key's dtype (`Int64`, `String`...): how ids become key text. None in metadata written before it."""
 
     @property
     def keys(self) -> ViewKeys:
         return ViewKeys(self.namespace, self.view)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> OnlineSchema:
+        """From stored metadata: fields added later get their defaults, fields unknown here are ignored."""
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
 def online_schema(view: FeatureView, catalog: Catalog) -> OnlineSchema:
@@ -95,6 +117,7 @@ def online_schema(view: FeatureView, catalog: Catalog) -> OnlineSchema:
         features=view.feature_names,
         dtypes=[str(f.polars_dtype) for f in view.features],
         ttl_seconds=ttl,
+        key_dtype=str(catalog.entity_of(view).polars_dtype),
     )
 
 

@@ -1,7 +1,9 @@
 """Feature table assets: a view's partitions computed with polars, gated by GE, committed to Delta.
 
 A feature table is validated *before* it is written: a failed blocking check commits nothing and stops
-the push (write-audit-publish, pitfall P3).
+the push (write-audit-publish, pitfall P3). A run tagged `fs/historical_load=true` declares its commit part
+of the table's initial historical load (recorded in the Delta commit; training counts those partitions as
+known at their ends); any other run's data counts as known from its commit.
 """
 
 import dagster as dg
@@ -9,7 +11,7 @@ import dagster as dg
 from feature_pipelines import lineage, plan
 from feature_pipelines.catalog import Catalog
 from feature_pipelines.checks import quality
-from feature_pipelines.offline import delta
+from feature_pipelines.offline import delta, history
 from feature_pipelines.offline.compute import compute_partitions, raw_days_before, raw_range_for
 from feature_pipelines.orchestration.asset_keys import feature_key, raw_key
 from feature_pipelines.orchestration.feature_checks import (
@@ -23,6 +25,9 @@ from feature_pipelines.orchestration.partitions import POLICY, RETRY, partitions
 from feature_pipelines.orchestration.resources import FeatureStoreResource
 from feature_pipelines.orchestration.table_metadata import table_schema
 from feature_pipelines.spec import EVENT_DATE, PARTITION_DATE, FeatureView
+
+HISTORICAL_LOAD_TAG = "fs/historical_load"
+"""Run tag (value "true") declaring the run an initial historical load of the tables it writes."""
 
 
 def build_feature_asset(view: FeatureView, catalog: Catalog) -> dg.AssetsDefinition:
@@ -84,6 +89,7 @@ def build_feature_asset(view: FeatureView, catalog: Catalog) -> dg.AssetsDefinit
             "expectations": report.evaluated,
             "failed": len(report.blocking_failures),
             "partitions": span,
+            "failed_partitions": ", ".join(report.failed_partitions) or "none",
             "failures": dg.MetadataValue.md(report.markdown(report.blocking_failures)),
             "validation_result": dg.MetadataValue.path(str(results_path)),
         }
@@ -93,6 +99,12 @@ def build_feature_asset(view: FeatureView, catalog: Catalog) -> dg.AssetsDefinit
                 description=f"GE gate failed; nothing was written to Delta.\n{report.summary()}",
                 metadata=gate_meta,
                 allow_retries=False,
+            )
+        historical = context.run.tags.get(HISTORICAL_LOAD_TAG, "").lower() == "true"
+        if historical and not history.initial_load_open(uri):
+            context.log.warning(
+                f"{view.deployed_name}: run tagged {HISTORICAL_LOAD_TAG}, but {uri} already has regular writes: "
+                "the declaration is recorded and does not count (these partitions are known from this commit)"
             )
         try:
             commit = delta.overwrite_partitions(
@@ -112,10 +124,13 @@ def build_feature_asset(view: FeatureView, catalog: Catalog) -> dg.AssetsDefinit
                     "code_hash": view.code_hash(),
                     "offline_lookback_s": str(view.offline_lookback.total_seconds()),
                     "defined_at": view.defined_at,
+                    "quality_result": str(results_path),
                 },
+                historical_load=historical,
             )
         except delta.SchemaChangeError as exc:  # the table changed under us since the check above
             raise dg.Failure(description=str(exc), allow_retries=False) from exc
+        quality.index_result(results_path, store.settings.lake_dir, view.deployed_name, days, commit.version)
         context.log.info(f"{view.deployed_name}: {commit.rows} rows for {span}, Delta v{commit.version}")
         checks = [
             dg.AssetCheckResult(check_name=GX_CHECK, passed=True, metadata=gate_meta),
@@ -147,6 +162,7 @@ def build_feature_asset(view: FeatureView, catalog: Catalog) -> dg.AssetsDefinit
                 "raw_delta_version": raw_version,
                 "partitions": span,
                 "definition_hash": view.definition_hash(),
+                "historical_load": historical,
             },
             check_results=checks,
             data_version=dg.DataVersion(f"delta-v{commit.version}"),

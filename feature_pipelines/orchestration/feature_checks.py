@@ -1,7 +1,8 @@
 """The asset checks of a feature table, declared from the spec and evaluated in the asset's own step.
 
 `gx_suite` is the blocking gate (it runs before the Delta commit); the others warn. Each result's
-metadata is plotted by the Dagster UI per run.
+metadata is plotted by the Dagster UI per run. `consistency` is the online asset's check that serving and
+training agree, run right after a promotion.
 """
 
 from datetime import date, timedelta
@@ -10,11 +11,14 @@ import dagster as dg
 import polars as pl
 
 from feature_pipelines.catalog import Catalog
-from feature_pipelines.checks import drift, freshness
+from feature_pipelines.checks import consistency, drift, freshness
 from feature_pipelines.offline import delta
+from feature_pipelines.online.client import OnlineClient
+from feature_pipelines.online.store import OnlineStore
 from feature_pipelines.spec import PARTITION_DATE, FeatureView
 
 GX_CHECK = "gx_suite"
+CONSISTENCY_CHECK = "consistency"
 WARN = dg.AssetCheckSeverity.WARN
 REFERENCE_PARTITIONS = 28
 """Drift compares the newest partition with this many partitions before it."""
@@ -41,8 +45,8 @@ def feature_check_specs(key: dg.AssetKey, partitions: dg.PartitionsDefinition) -
             "drift",
             asset=key,
             blocking=False,
-            description=f"PSI / Jensen-Shannon distance of the newest partition against the "
-            f"{REFERENCE_PARTITIONS} before it.",
+            description=f"PSI / Jensen-Shannon distance and null share of the newest partition against the "
+            f"{REFERENCE_PARTITIONS} before it (a feature that turned all-null fails it).",
         ),
         dg.AssetCheckSpec(
             "source_freshness",
@@ -86,7 +90,7 @@ def drift_check(view: FeatureView, uri: str, version: int, frame: pl.DataFrame, 
             "partition": newest.isoformat(),
             "reference_partitions": n_ref,
             **{f"{d.metric}/{d.feature}": round(d.value, 4) for d in results},
-            "drifted": ", ".join(f"{d.feature} ({d.metric} {d.value:.3f} > {d.threshold})" for d in drifted) or "none",
+            "drifted": ", ".join(d.describe() for d in drifted) or "none",
         },
     )
 
@@ -126,3 +130,45 @@ def health_checks(
             },
         ),
     ]
+
+
+def consistency_spec(key: dg.AssetKey, view: FeatureView) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(
+        CONSISTENCY_CHECK,
+        asset=key,
+        blocking=False,
+        description=f"Right after a promotion: {view.skew_sample} sampled entities of the serving version (and "
+        "entities of the partitions before it that are absent from it) read through the serving client equal "
+        "what a training set returns for them at the served partition's instant, as known then.",
+    )
+
+
+def consistency_check(view: FeatureView, store: OnlineStore) -> dg.AssetCheckResult:
+    """Serving vs training for the version serving `view` now (whichever push promoted it)."""
+    meta = store.serving_meta(view.deployed_name)
+    if meta is None:
+        return dg.AssetCheckResult(
+            check_name=CONSISTENCY_CHECK, passed=True, metadata={"note": "not evaluated: no version serves"}
+        )
+    try:
+        result = consistency.check(OnlineClient(store.r, layout=store.layout), view, meta, view.skew_sample)
+    except Exception as exc:  # the version already serves: a check that cannot run fails, the push stands
+        return dg.AssetCheckResult(
+            check_name=CONSISTENCY_CHECK,
+            passed=False,
+            metadata={"serving_version": meta.version, "partition": meta.partition, "error": repr(exc)[:2000]},
+        )
+    return dg.AssetCheckResult(
+        check_name=CONSISTENCY_CHECK,
+        passed=result.passed,
+        metadata={
+            "serving_version": result.version,
+            "partition": result.partition,
+            "instant": result.instant.isoformat(),
+            "compared_entities": result.compared,
+            "absent_entities_compared": result.absent_compared,
+            "differing_features": ", ".join(result.differing) or "none",
+            "details": result.describe(),
+            "examples": dg.MetadataValue.json([{k: str(v) for k, v in e.items()} for e in result.examples]),
+        },
+    )

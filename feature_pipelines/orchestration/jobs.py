@@ -3,29 +3,50 @@
 import dagster as dg
 
 from feature_pipelines.catalog import Catalog
+from feature_pipelines.online.errors import OnlineStoreError
 from feature_pipelines.online.layout import OnlineLayout
 from feature_pipelines.orchestration.resources import FeatureStoreResource
+from feature_pipelines.publish import version_ids
 
 
 class RollbackConfig(dg.Config):
-    """Which online view to roll back, and to which version (default: the one before the serving one)."""
+    """Which online view to roll back, and to which version (default: the one that served before)."""
 
     view: str
     to_version: int | None = None
+    reason: str = ""
 
 
 def build_rollback_job(catalog: Catalog) -> dg.JobDefinition:
     layout = OnlineLayout.from_catalog(catalog)
 
-    @dg.op(name="rollback_online_view", description="Serve an older online version: one atomic pointer flip.")
+    @dg.op(
+        name="rollback_online_view",
+        description="Serve again the version that served before (one atomic pointer flip) and pin the view.",
+    )
     def rollback_online_view(context: dg.OpExecutionContext, config: RollbackConfig, store: FeatureStoreResource):
         if config.view not in layout:
             raise dg.Failure(f"unknown online view {config.view!r}; known: {sorted(layout)}")
-        before, after = store.online_store(layout).rollback(config.view, config.to_version)
-        context.log.info(f"{config.view}: serving version {after} (was {before})")
-        context.add_output_metadata({"from_version": before or 0, "to_version": after})
+        try:
+            done = store.online_store(layout).rollback(
+                config.view,
+                config.to_version,
+                ids_of=version_ids,
+                by=f"dagster run {context.run_id[:8]}",
+                reason=config.reason,
+                run_id=context.run_id,
+            )
+        except OnlineStoreError as exc:
+            raise dg.Failure(str(exc), allow_retries=False) from exc
+        context.log.info(f"{config.view}: serving version {done.version} (was {done.previous}); pinned")
+        context.add_output_metadata(
+            {"from_version": done.previous or 0, "to_version": done.version, "keys_refreshed": done.keys_refreshed}
+        )
 
-    @dg.job(name="rollback_online", description="Roll an online view back to an older, still complete version.")
+    @dg.job(
+        name="rollback_online",
+        description="Roll an online view back to a version that served before, and pin it (`fstore unpin`).",
+    )
     def rollback_online():
         rollback_online_view()
 

@@ -4,7 +4,9 @@ import dagster as dg
 
 from feature_pipelines.catalog import Catalog
 from feature_pipelines.online.layout import OnlineLayout
+from feature_pipelines.online.store import Outcome
 from feature_pipelines.orchestration.asset_keys import feature_key, online_key
+from feature_pipelines.orchestration.feature_checks import consistency_check, consistency_spec
 from feature_pipelines.orchestration.partitions import POLICY, REDIS_POOL, RETRY, partitions_for, run_days
 from feature_pipelines.orchestration.resources import FeatureStoreResource
 from feature_pipelines.publish import publish
@@ -38,7 +40,8 @@ def build_online_asset(view: FeatureView, catalog: Catalog) -> dg.AssetsDefiniti
                 blocking=True,
                 description=f"{view.skew_sample} sampled entities of the new version, read back through the "
                 "serving client, equal their Delta rows; checked before the version is promoted.",
-            )
+            ),
+            consistency_spec(key, view),
         ],
     )
     def _push(context: dg.AssetExecutionContext, store: FeatureStoreResource):
@@ -68,6 +71,11 @@ def build_online_asset(view: FeatureView, catalog: Catalog) -> dg.AssetsDefiniti
             f"{view.deployed_name}: wrote version {written.version} ({written.rows} keys, {written.seconds:.2f}s); "
             f"{'promoted' if promotion.promoted else 'not promoted: ' + promotion.reason}"
         )
+        if promotion.outcome is Outcome.PINNED:
+            context.log.warning(f"{view.deployed_name}: {promotion.reason}")
+        for warning in published.warnings:  # the push stands: no failure, so no retry pushes it again
+            context.log.warning(warning)
+        pruned = published.pruned
         yield dg.MaterializeResult(
             metadata={
                 "online_version": written.version,
@@ -77,10 +85,15 @@ def build_online_asset(view: FeatureView, catalog: Catalog) -> dg.AssetsDefiniti
                 "keys_written": written.rows,
                 "push_seconds": round(written.seconds, 3),
                 "partition": newest,
-                "removed_versions": str(published.pruned),
+                "removed_versions": str(sorted(pruned.removed)) if pruned else "prune failed",
                 "removed_namespaces": ", ".join(published.retired_namespaces) or "none",
+                "pinned": promotion.outcome is Outcome.PINNED,
+                "warnings": "\n".join(published.warnings) or "none",
             },
-            check_results=[dg.AssetCheckResult(check_name=ROUNDTRIP_CHECK, passed=True, metadata=check_meta)],
+            check_results=[
+                dg.AssetCheckResult(check_name=ROUNDTRIP_CHECK, passed=True, metadata=check_meta),
+                consistency_check(view, store.online_store(layout)),  # after the promotion: serving vs training
+            ],
         )
 
     return _push

@@ -16,6 +16,7 @@ class FeatureStoreResource(dg.ConfigurableResource):
     lake_dir: str
     redis_url: str
     versions_kept: int = 3
+    lease_seconds: float = 30.0
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> "FeatureStoreResource":
@@ -24,11 +25,19 @@ class FeatureStoreResource(dg.ConfigurableResource):
             lake_dir=str(settings.lake_dir.resolve()),
             redis_url=settings.redis_url,
             versions_kept=settings.online_versions_kept,
+            lease_seconds=settings.online_lease_seconds,
         )
 
     @property
     def settings(self) -> Settings:
-        return Settings(lake_dir=Path(self.lake_dir), redis_url=self.redis_url, online_versions_kept=self.versions_kept)
+        return Settings(
+            lake_dir=Path(self.lake_dir),
+            redis_url=self.redis_url,
+            online_versions_kept=self.versions_kept,
+            online_lease_seconds=self.lease_seconds,
+        )
 
     def online_store(self, layout: OnlineLayout) -> OnlineStore:
-        return OnlineStore(connect(self.redis_url), layout, versions_kept=self.versions_kept)
+        return OnlineStore(
+            connect(self.redis_url), layout, versions_kept=self.versions_kept, lease_seconds=self.lease_seconds
+        )

@@ -52,3 +52,56 @@ def test_drift_flags_only_real_shifts():
     moved = pl.DataFrame({"n": rng.normal(loc=2, size=1000), "c": ["a"] * 1000})
     assert not any(d.drifted for d in drift(feats, ref, same))
     assert {d.feature for d in drift(feats, ref, moved) if d.drifted} == {"n", "c"}
+
+
+def test_a_constant_reference_separates_values_that_moved():
+    reference = np.full(1000, 3.0)
+    edges = decile_edges(reference)
+    # (-inf, 3), [3, 3+), [3+, inf): the constant has a bin of its own.
+    assert len(edges) == 2 and edges[0] == 3.0 and edges[1] > 3.0
+    assert shares(reference, edges) == pytest.approx([0, 1, 0])
+    moved = np.full(500, 5.0)
+    # All of the current is in a bin the reference left empty (floored at EPSILON): by hand,
+    # (1e-4 - 1) ln(1e-4 / 1) + (1 - 1e-4) ln(1 / 1e-4) = 2 (1 - 1e-4) ln(1e4).
+    assert psi(reference, moved) == pytest.approx(2 * (1 - 1e-4) * math.log(1e4))
+    assert psi(reference, np.full(500, 1.0)) == pytest.approx(2 * (1 - 1e-4) * math.log(1e4))  # moved down
+    assert psi(reference, np.full(500, 3.0)) == pytest.approx(0.0)
+    # Half moved: shares (0, 0.5, 0.5) against (0, 1, 0).
+    half = np.concatenate([np.full(250, 3.0), np.full(250, 7.0)])
+    by_hand = (0.5 - 1) * math.log(0.5 / 1) + (0.5 - 1e-4) * math.log(0.5 / 1e-4)
+    assert psi(reference, half) == pytest.approx(by_hand)
+    feats = (Feature(name="n", dtype=pl.Float64, description="d"),)
+    (null_share, score) = drift(feats, pl.DataFrame({"n": reference}), pl.DataFrame({"n": moved}))
+    assert score.metric == "psi" and score.drifted and not null_share.drifted
+
+
+def test_a_zero_inflated_reference_keeps_zeros_apart_from_small_values():
+    reference = np.concatenate([np.zeros(600), np.arange(1, 401, dtype=float)])
+    edges = decile_edges(reference)
+    assert 0.0 in edges and np.nextafter(0.0, 1.0) in edges
+    # Zeros turned into 0.5s: before, [0, q7) held both and PSI was 0.
+    current = np.concatenate([np.full(600, 0.5), np.arange(1, 401, dtype=float)])
+    assert psi(reference, current) > 1.0
+
+
+def test_a_feature_that_turned_all_null_fails_drift():
+    feats = (Feature(name="n", dtype=pl.Float64, description="d"), Feature(name="c", dtype=pl.String, description="d"))
+    ref = pl.DataFrame({"n": [1.0, 2.0, None, 4.0] * 25, "c": ["a", "b", None, "a"] * 25})
+    gone = pl.DataFrame({"n": [None] * 40, "c": ["a", "b"] * 20}, schema={"n": pl.Float64, "c": pl.String})
+    results = {(d.feature, d.metric): d for d in drift(feats, ref, gone)}
+    assert ("n", "psi") not in results  # no distribution to compare ...
+    nulls = results[("n", "null_share")]  # ... but the null share says it: 100% against 25%
+    assert nulls.drifted and nulls.all_null and nulls.value == 1.0 and nulls.threshold == pytest.approx(0.45)
+    assert "turned all-null" in nulls.describe()
+    assert not results[("c", "null_share")].drifted  # 0% null against 25%: fewer nulls is not drift
+    nan = pl.DataFrame({"n": [float("nan")] * 40, "c": ["a"] * 40})  # NaN is missing too
+    assert {d.feature for d in drift(feats, ref, nan) if d.metric == "null_share" and d.drifted} == {"n"}
+    # A rise of more than 0.2 drifts; a feature that was always null does not.
+    more = pl.DataFrame({"n": [None, None, 1.0, 2.0] * 10, "c": ["a"] * 40})
+    assert results_of(drift(feats, ref, more))["n"].drifted  # 50% against 25%
+    always = pl.DataFrame({"n": [None] * 10}, schema={"n": pl.Float64})
+    assert not drift(feats[:1], always, always)[0].drifted
+
+
+def results_of(drifts):
+    return {d.feature: d for d in drifts if d.metric == "null_share"}

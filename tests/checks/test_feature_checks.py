@@ -57,7 +57,8 @@ def test_real_data_passes_drift_freshness_completeness_and_roundtrip(retail, pg_
         }, view
         assert checks["drift"].metadata["reference_partitions"].value == 28
         assert checks["source_freshness"].metadata["source_lag_hours"].value < 24
-    assert all(e.passed for e in result.get_asset_check_evaluations() if e.check_name == "roundtrip")
+    online = [e for e in result.get_asset_check_evaluations() if e.check_name in ("roundtrip", "consistency")]
+    assert len(online) == 4 and all(e.passed for e in online)  # and serving agrees with training
 
 
 def test_drift_warns_on_a_shifted_partition(retail, pg_instance, store_resource, tmp_path):

@@ -87,10 +87,11 @@ def test_rollback_flips_back_and_unknown_ids_are_null(redis_url):
     v2 = push(store, frame(5, 2), "2011-01-02").version
     client = OnlineClient(redis_url)
     assert client.get_view("toy", [1, 99]) == [{"score": 2, "label": "v2"}, {"score": None, "label": None}]
-    assert store.rollback("toy") == (v2, v1)
+    done = store.rollback("toy", ids_of=lambda meta: [pl.Series(range(5))])
+    assert (done.previous, done.version, done.keys_refreshed) == (v2, v1, 5)
     assert client.get_view("toy", [1])[0]["score"] == 1  # the cached pointer is revalidated on every read
-    with pytest.raises(OnlineStoreError, match="not a complete, kept version"):
-        store.rollback("toy", to_version=999)
+    with pytest.raises(OnlineStoreError, match="version 999 never served"):
+        store.rollback("toy", to_version=999, ids_of=lambda meta: [])
 
 
 def test_old_versions_are_pruned_without_scan(r, redis_url, tmp_path):
@@ -166,9 +167,11 @@ def test_a_crashed_push_is_never_served(r, redis_url):
     assert r.get(KEYS.current) == str(good.version).encode()
 
 
-def test_unreachable_redis_names_the_url():
-    with pytest.raises(OnlineStoreError, match="cannot reach Redis at redis://127.0.0.1:1/0"):
-        OnlineClient("redis://127.0.0.1:1/0")
+def test_unreachable_redis_names_the_address_on_first_use():
+    client = OnlineClient("redis://user:pw@127.0.0.1:1/0")  # connects lazily: nothing sent yet
+    with pytest.raises(OnlineStoreError, match="cannot reach Redis at 127.0.0.1:1") as err:
+        client.get_view("toy", [1])
+    assert "pw" not in str(err.value)
 
 
 def test_an_empty_partition_is_never_promoted(redis_url):

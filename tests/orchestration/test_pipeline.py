@@ -11,9 +11,11 @@ import dagster as dg
 import polars as pl
 
 from feature_pipelines.offline import delta as offline_store
+from feature_pipelines.offline import history
 from feature_pipelines.online.client import OnlineClient
 from feature_pipelines.online.layout import OnlineLayout
 from feature_pipelines.orchestration.asset_keys import feature_key, raw_key
+from feature_pipelines.orchestration.feature_assets import HISTORICAL_LOAD_TAG
 from feature_pipelines.orchestration.feature_checks import GX_CHECK
 from feature_pipelines.spec import Feature, FeatureView
 from tests.conftest import DAY, chain, real_data, run, with_source_file
@@ -66,13 +68,21 @@ def test_rerunning_a_partition_is_idempotent(retail, pg_instance, store_resource
 
 def test_a_range_run_equals_daily_runs(retail, pg_instance, store_resource, tmp_path):
     keys = chain(retail, ["item_popularity"])
-    assert run(retail, pg_instance, store_resource, keys, first="2011-02-27", last=DAY).success
+    result = run(retail, pg_instance, store_resource, keys, first="2011-02-27", last=DAY)
+    assert result.success
     uri = store_resource.settings.feature_table("item_popularity")
     ranged = pl.read_delta(uri).sort("partition_date", "stock_code")
     for day in ("2011-02-27", "2011-02-28", DAY):
         assert run(retail, pg_instance, store_resource, keys, partition=day).success
     assert pl.read_delta(uri).sort("partition_date", "stock_code").equals(ranged)
     assert ranged["partition_date"].n_unique() == 3
+    # Serving (the newest partition) equals training at its instant, also for items sold on 02-27 or 02-28
+    # but not in the week up to DAY: both say null (training used to fall back to the older row).
+    (check,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "consistency"]
+    md = {k: v.value for k, v in check.metadata.items()}
+    assert check.passed and md["differing_features"] == "none", md["details"]
+    assert md["partition"] == DAY and md["instant"] == "2011-03-02T00:00:00+00:00"
+    assert md["compared_entities"] > 200 and md["absent_entities_compared"] >= 10
 
 
 def _max_price(events: pl.LazyFrame, ctx) -> pl.LazyFrame:
@@ -136,8 +146,17 @@ def test_bad_partition_fails_its_check_commits_nothing_and_keeps_redis(retail, p
     assert "**expect_column_values_to_not_be_null** on `locale`" in failures
     price = evaluations["user_max_price"].metadata["failures"].value
     assert "**expect_column_values_to_be_between** on `max_unit_price`" in price and "5000.0" in price
+    assert evaluations["user_context"].metadata["failed_partitions"].value == DAY
+    assert f"in partition {DAY}" in failures
     result_file = evaluations["user_context"].metadata["validation_result"].value
     assert json.loads(Path(result_file).read_text())["passed"] is False  # the GE result, kept per run
+    # The partition index still describes the data in Delta: the good run's result, not the failed one.
+    index = Path(store_resource.lake_dir) / "quality" / "user_context" / "partitions" / f"{DAY}.json"
+    pointer = json.loads(index.read_text())
+    assert pointer["passed"] is True and pointer["result"] != result_file
+    assert pointer["delta_version"] == before["user_context"][0]
+    committed = history.read_history(store_resource.settings.feature_table("user_context"))
+    assert committed.commit(pointer["delta_version"]).metadata["quality_result"] == pointer["result"]
     record = pg_instance.get_latest_asset_check_evaluation_record(
         dg.AssetCheckKey(feature_key(cat.views["user_context"]), GX_CHECK)
     )
@@ -153,7 +172,15 @@ def test_bad_partition_fails_its_check_commits_nothing_and_keeps_redis(retail, p
 def test_training_set_asset_from_the_declared_spec(retail, pg_instance, store_resource):
     spec = retail.training_sets["ranking_repurchase_train"]
     views = [feature_key(retail.views[v]) for v in ("user_purchase_behavior", "user_context", "item_popularity")]
-    assert run(retail, pg_instance, store_resource, views, first="2011-02-27", last="2011-03-04").success
+    # The first load of these tables is declared history: its partitions count as known at their ends.
+    historical = {HISTORICAL_LOAD_TAG: "true"}
+    loaded = run(retail, pg_instance, store_resource, views, first="2011-02-27", last="2011-03-04", tags=historical)
+    assert loaded.success
+    for view in ("user_purchase_behavior", "user_context", "item_popularity"):
+        uri = store_resource.settings.feature_table(view)
+        assert history.read_history(uri).initial_load() == {0}
+    mats = [e.materialization.metadata["historical_load"].value for e in loaded.get_asset_materialization_events()]
+    assert set(mats) == {True} and len(mats) == 3 * 6  # one materialization per partition and view
     result = run(retail, pg_instance, store_resource, [dg.AssetKey(["training_sets", spec.name])])
     assert result.success
     (mat,) = result.get_asset_materialization_events()
