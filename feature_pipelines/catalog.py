@@ -1,12 +1,19 @@
 """Load every spec object from the `feature_defs` package and validate the catalog as a whole.
 
 Validation collects every problem before failing, and each message names the file, the line and the object,
-so a data engineer fixes a broken catalog in one pass.
+so a data engineer fixes a broken catalog in one pass. Findings that do not block (a service still consuming
+a deprecated feature) are collected in `Catalog.warnings`.
+
+Views are keyed by their deployed name (`user_context`, `user_context@2`): several versions of one view can
+be declared side by side while models still consume the older one. Feature services resolve against the
+lock file (`services.lock.json` beside the catalog, written by `fstore lock`): it records, per service, the
+view versions and feature dtypes the model was built on (its contract).
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import pkgutil
 import sys
 from dataclasses import dataclass, field
@@ -19,6 +26,7 @@ import polars as pl
 
 from feature_pipelines.spec import (
     SENSITIVITIES,
+    VIEW_NAME,
     BatchSource,
     Entity,
     FeatureService,
@@ -26,9 +34,12 @@ from feature_pipelines.spec import (
     TrainingSetSpec,
     WindowContext,
     output_schema,
+    versioned_name,
 )
 
 SPEC_TYPES = (Entity, BatchSource, FeatureView, FeatureService, TrainingSetSpec)
+LOCK_FILE = "services.lock.json"
+"""Beside the catalog's modules: per feature service, the view versions and dtypes its model consumes."""
 
 
 class CatalogError(ValueError):
@@ -45,9 +56,20 @@ class FeatureRef:
     feature: str
 
 
+@dataclass(frozen=True)
+class LockedView:
+    """What a service's lock records of one view: the version it consumes and each feature's dtype."""
+
+    version: int
+    features: dict[str, str]
+
+
 @dataclass
 class Catalog:
-    """All spec objects by name, after validation. `base_dir` anchors relative source locations."""
+    """All spec objects by name, after validation. `base_dir` anchors relative source locations.
+
+    `views` is keyed by deployed name (`versioned_name`): `user_context` is version 1, `user_context@2`
+    version 2. `locks` is the lock file: service -> view name -> `LockedView`."""
 
     entities: dict[str, Entity] = field(default_factory=dict)
     sources: dict[str, BatchSource] = field(default_factory=dict)
@@ -55,6 +77,13 @@ class Catalog:
     services: dict[str, FeatureService] = field(default_factory=dict)
     training_sets: dict[str, TrainingSetSpec] = field(default_factory=dict)
     base_dir: Path = Path(".")
+    locks: dict[str, dict[str, LockedView]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # only when loaded with strict=False
+
+    def versions_of(self, name: str) -> dict[int, FeatureView]:
+        """Every declared version of the view called `name`, by version number."""
+        return {v.version: v for v in self.views.values() if v.name == name}
 
     def entity_of(self, view: FeatureView) -> Entity:
         return self.entities[view.entity_name]
@@ -70,24 +99,186 @@ class Catalog:
         return [v for v in self.views.values() if v.online]
 
     def resolve_service(self, name: str) -> list[FeatureRef]:
-        """Expand a service's `view:feature` / `view:*` references, in declaration order."""
+        """Expand a service's `view:feature` / `view:*` references, in declaration order, each to the view
+        version the service consumes (explicit `view@N`, else its lock, else the newest)."""
         if name not in self.services:
             raise KeyError(f"unknown feature service {name!r}; known: {sorted(self.services)}")
-        return _expand(self.services[name], self.views)
+        refs, problems, _ = resolve(self.services[name], self, self.locks.get(name, {}))
+        if problems:
+            raise CatalogError(problems)
+        return refs
+
+    def contract(self, name: str) -> dict[str, dict[str, str]]:
+        """What service `name` consumes: deployed view name -> feature -> dtype (as `str(polars dtype)`)."""
+        out: dict[str, dict[str, str]] = {}
+        for ref in self.resolve_service(name):
+            out.setdefault(ref.view.deployed_name, {})[ref.feature] = str(ref.view.feature(ref.feature).polars_dtype)
+        return out
 
 
-def _expand(service: FeatureService, views: dict[str, FeatureView]) -> list[FeatureRef]:
+def parse_ref(ref: str) -> tuple[str, int | None, str] | None:
+    """`"view:feature"`, `"view:*"` or `"view@2:feature"` -> (view, version or None, feature); None if malformed."""
+    target, sep, feat = ref.partition(":")
+    name, at, version = target.partition("@")
+    if not sep or not name or not feat or (at and not version.isdigit()):
+        return None
+    return name, int(version) if at else None, feat
+
+
+def resolve(
+    service: FeatureService, catalog: Catalog, lock: dict[str, LockedView]
+) -> tuple[list[FeatureRef], list[str], list[str]]:
+    """A service's references resolved against `lock`: (refs, problems, warnings).
+
+    Deprecated features: a service may keep consuming one its lock already has (a warning), never start to
+    (an error for an explicit reference; `view:*` leaves it out). A locked feature must keep its dtype and
+    exist in the locked version: changing either is breaking and needs a new view version."""
+    where = f"{service.defined_at}: FeatureService {service.name!r}"
     refs: list[FeatureRef] = []
+    problems: list[str] = []
+    warnings: list[str] = []
     for ref in service.features:
-        view_name, _, feat = ref.partition(":")
-        view = views[view_name]
-        names = view.feature_names if feat in ("*", "") else [feat]
-        refs.extend(FeatureRef(view, n) for n in names)
-    return refs
+        parsed = parse_ref(ref)
+        if parsed is None:
+            problems.append(f"{where}: reference {ref!r} must be 'view:feature', 'view:*' or 'view@N:feature'")
+            continue
+        name, version, feat = parsed
+        versions = catalog.versions_of(name)
+        if not versions:
+            problems.append(f"{where}: unknown feature view {name!r} in {ref!r}")
+            continue
+        locked = lock.get(name)
+        if version is not None and locked is not None and locked.version != version:
+            problems.append(
+                f"{where}: {ref!r} names version {version} but the service's lock ({LOCK_FILE}) consumes "
+                f"{name} version {locked.version}; run `fstore lock {service.name}` when the model moves"
+            )
+            continue
+        version = version if version is not None else (locked.version if locked else max(versions))
+        view = versions.get(version)
+        if view is None:
+            why = f"its lock ({LOCK_FILE}) consumes" if locked and locked.version == version else "it names"
+            problems.append(
+                f"{where}: {why} {versioned_name(name, version)}, which is not in the catalog (versions "
+                f"{sorted(versions)}): keep that version's definition while the model consumes it, or move the "
+                f"model and run `fstore lock {service.name}`"
+            )
+            continue
+        in_lock = set(locked.features) if locked is not None and locked.version == version else set()
+        if feat == "*":
+            names = [f.name for f in view.features if not f.deprecated or f.name in in_lock]
+        elif feat not in view.feature_names:
+            problems.append(f"{where}: view {view.deployed_name!r} has no feature {feat!r}")
+            continue
+        else:
+            names = [feat]
+        for n in names:
+            deprecated = view.feature(n).deprecated
+            if deprecated and n in in_lock:
+                warnings.append(
+                    f"{where}: still consumes deprecated feature {view.deployed_name}:{n} ({deprecated}); "
+                    "move the model off it, then `fstore lock`"
+                )
+            elif deprecated:
+                problems.append(
+                    f"{where}: feature {view.deployed_name}:{n} is deprecated ({deprecated}); only a service whose "
+                    f"lock ({LOCK_FILE}) already consumes it may keep it, a new consumer may not start"
+                )
+                continue
+            refs.append(FeatureRef(view, n))
+    problems += _lock_problems(where, service, catalog, lock, refs)
+    versions_used: dict[str, set[int]] = {}
+    for r in refs:
+        versions_used.setdefault(r.view.name, set()).add(r.view.version)
+    for name, used in sorted(versions_used.items()):
+        if len(used) > 1:
+            problems.append(f"{where}: consumes versions {sorted(used)} of view {name!r}; a model consumes one")
+    if not problems:
+        names = [r.feature for r in refs]
+        for dup in sorted({n for n in names if names.count(n) > 1}):
+            problems.append(f"{where}: feature name {dup!r} comes from two views; rename one")
+    return refs, problems, warnings
 
 
-def load_catalog(package: str = "feature_defs", path: Path | None = None) -> Catalog:
-    """Import every module of `package` (found under `path`'s parent if given) and validate what it declares."""
+def _lock_problems(
+    where: str, service: FeatureService, catalog: Catalog, lock: dict[str, LockedView], refs: list[FeatureRef]
+) -> list[str]:
+    """A locked feature the service still reads must keep its dtype, and may not vanish from its version."""
+    problems = []
+    referenced = {p[0] for p in map(parse_ref, service.features) if p}
+    for name, locked in lock.items():
+        view = catalog.versions_of(name).get(locked.version)
+        if view is None or name not in referenced:
+            continue  # not in the catalog: reported by `resolve` if still referenced; unreferenced: stale entry
+        consumed = {r.feature for r in refs if r.view is view}
+        nxt = locked.version + 1
+        for feat, dtype in locked.features.items():
+            if feat not in view.feature_names:
+                problems.append(
+                    f"{where}: contract: its lock consumes {view.deployed_name}:{feat} ({dtype}), which the view "
+                    f"no longer declares; removing a feature is breaking: declare it as version {nxt} "
+                    f"(FeatureView(version={nxt})) beside version {locked.version}"
+                )
+            elif feat in consumed and str(view.feature(feat).polars_dtype) != dtype:
+                problems.append(
+                    f"{where}: contract: its lock consumes {view.deployed_name}:{feat} as {dtype}, the catalog now "
+                    f"declares {view.feature(feat).polars_dtype} for the same version; nothing is cast silently: "
+                    f"declare the change as version {nxt} (FeatureView(version={nxt})) beside version "
+                    f"{locked.version}, and `fstore lock {service.name}` once the model is retrained on it"
+                )
+    return problems
+
+
+def read_lock(path: Path) -> tuple[dict[str, dict[str, LockedView]], list[str]]:
+    """The lock file (absent: no service is locked yet), and any problem reading it."""
+    if not path.exists():
+        return {}, []
+    try:
+        raw = json.loads(path.read_text())
+        return {
+            service: {view: LockedView(int(v["version"]), dict(v["features"])) for view, v in views.items()}
+            for service, views in raw.items()
+        }, []
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        return {}, [f"{path}: not a valid lock file ({type(exc).__name__}: {exc}); regenerate it with `fstore lock`"]
+
+
+def lock_services(catalog: Catalog, services: list[str] | None = None) -> Path:
+    """Record what `services` (default: all) consume now, as new consumers would, in the lock file.
+
+    Other services' entries are kept. Raises `CatalogError` if a service cannot be locked (it names a
+    deprecated feature, say)."""
+    names = list(catalog.services) if services is None else services
+    unknown = [n for n in names if n not in catalog.services]
+    if unknown:
+        raise KeyError(f"unknown feature service(s) {unknown}; known: {sorted(catalog.services)}")
+    locks = {s: v for s, v in catalog.locks.items() if s in catalog.services and s not in names}
+    problems: list[str] = []
+    for name in names:
+        refs, found, _ = resolve(catalog.services[name], catalog, {})
+        problems += found
+        entry: dict[str, LockedView] = {}
+        for ref in refs:
+            locked = entry.setdefault(ref.view.name, LockedView(ref.view.version, {}))
+            locked.features[ref.feature] = str(ref.view.feature(ref.feature).polars_dtype)
+        locks[name] = entry
+    if problems:
+        raise CatalogError(problems)
+    path = catalog.base_dir / LOCK_FILE
+    payload = {
+        service: {view: {"version": lv.version, "features": lv.features} for view, lv in sorted(views.items())}
+        for service, views in sorted(locks.items())
+    }
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    catalog.locks = locks
+    return path
+
+
+def load_catalog(package: str = "feature_defs", path: Path | None = None, strict: bool = True) -> Catalog:
+    """Import every module of `package` (found under `path`'s parent if given) and validate what it declares.
+
+    `strict=False` returns an invalid catalog with its `problems` instead of raising (`fstore plan` shows
+    what a change would break, contract violations included)."""
     if path is not None:
         sys.path.insert(0, str(Path(path).parent))
     try:
@@ -103,9 +294,12 @@ def load_catalog(package: str = "feature_defs", path: Path | None = None) -> Cat
     catalog = Catalog(base_dir=Path(root.__path__[0]))
     problems: list[str] = []
     _collect(modules, catalog, problems)
+    catalog.locks, lock_problems = read_lock(catalog.base_dir / LOCK_FILE)
+    problems.extend(lock_problems)
     problems.extend(validate(catalog))
-    if problems:
+    if problems and strict:
         raise CatalogError(problems)
+    catalog.problems = problems
     return catalog
 
 
@@ -122,21 +316,22 @@ def _collect(modules: list[ModuleType], catalog: Catalog, problems: list[str]) -
         for obj in vars(module).values():
             if not isinstance(obj, SPEC_TYPES):
                 continue
-            other = seen.get(obj.name)
+            name = obj.deployed_name if isinstance(obj, FeatureView) else obj.name
+            other = seen.get(name)
             if other is obj:
                 continue  # the same object re-exported by another module
             if other is not None:
                 problems.append(
-                    f"{obj.defined_at}: duplicate name {obj.name!r}: {type(obj).__name__} here and "
+                    f"{obj.defined_at}: duplicate name {name!r}: {type(obj).__name__} here and "
                     f"{type(other).__name__} at {other.defined_at}"  # type: ignore[attr-defined]
                 )
                 continue
-            seen[obj.name] = obj
-            buckets[type(obj)][obj.name] = obj  # type: ignore[index]
+            seen[name] = obj
+            buckets[type(obj)][name] = obj  # type: ignore[index]
 
 
 def validate(catalog: Catalog) -> list[str]:
-    """Every problem of the catalog, each naming where it was declared."""
+    """Every problem of the catalog, each naming where it was declared; warnings go to `catalog.warnings`."""
     problems: list[str] = []
     for source in catalog.sources.values():
         where = f"{source.defined_at}: BatchSource {source.name!r}"
@@ -146,23 +341,16 @@ def validate(catalog: Catalog) -> list[str]:
             problems.append(f"{where}: unknown format {source.format!r} (parquet or csv)")
     for view in catalog.views.values():
         problems.extend(_validate_view(view, catalog))
+    warnings: list[str] = []
     for service in catalog.services.values():
         where = f"{service.defined_at}: FeatureService {service.name!r}"
         problems.extend(_validate_owner(where, service.owner))
         if not service.description.strip():
             problems.append(f"{where}: missing description")
-        for ref in service.features:
-            view_name, sep, feat = ref.partition(":")
-            if not sep:
-                problems.append(f"{where}: reference {ref!r} must be 'view:feature' or 'view:*'")
-            elif view_name not in catalog.views:
-                problems.append(f"{where}: unknown feature view {view_name!r} in {ref!r}")
-            elif feat != "*" and feat not in catalog.views[view_name].feature_names:
-                problems.append(f"{where}: view {view_name!r} has no feature {feat!r}")
-        if not problems:
-            names = [r.feature for r in _expand(service, catalog.views)]
-            for dup in sorted({n for n in names if names.count(n) > 1}):
-                problems.append(f"{where}: feature name {dup!r} comes from two views; rename one")
+        _, found, warned = resolve(service, catalog, catalog.locks.get(service.name, {}))
+        problems.extend(found)
+        warnings.extend(warned)
+    catalog.warnings = warnings
     for ts in catalog.training_sets.values():
         where = f"{ts.defined_at}: TrainingSetSpec {ts.name!r}"
         problems.extend(_validate_owner(where, ts.owner))
@@ -182,8 +370,12 @@ def _validate_owner(where: str, owner: str) -> list[str]:
 
 
 def _validate_view(view: FeatureView, catalog: Catalog) -> list[str]:
-    where = f"{view.defined_at}: FeatureView {view.name!r}"
+    where = f"{view.defined_at}: FeatureView {view.deployed_name!r}"
     problems = _validate_owner(where, view.owner)
+    if not VIEW_NAME.match(view.name) or "__" in view.name:
+        problems.append(f"{where}: name must be a letter, then letters, digits or single underscores")
+    if not isinstance(view.version, int) or isinstance(view.version, bool) or view.version < 1:
+        problems.append(f"{where}: version must be a whole number from 1, got {view.version!r}")
     if not view.description.strip():
         problems.append(f"{where}: missing description")
     if view.sensitivity not in SENSITIVITIES:

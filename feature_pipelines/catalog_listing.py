@@ -29,6 +29,7 @@ STATIC = [
     "online_ttl",
     "offline_lookback",
     "version",
+    "deprecated",
 ]
 LIVE = ["last_materialized", "newest_partition", "freshness"]
 
@@ -47,12 +48,12 @@ def _duration(value: timedelta | None) -> str:
 def rows(catalog: Catalog, table_uri=None, now: datetime | None = None) -> list[dict[str, Any]]:
     """One dict per feature; with `table_uri(view)` also when it was last materialized and how fresh."""
     out = []
-    for view in sorted(catalog.views.values(), key=lambda v: v.name):
-        live = _live(table_uri(view.name), now or datetime.now(UTC)) if table_uri else {}
+    for view in sorted(catalog.views.values(), key=lambda v: v.deployed_name):
+        live = _live(table_uri(view.deployed_name), now or datetime.now(UTC)) if table_uri else {}
         for feat in view.features:
             row = {
                 "feature": feat.name,
-                "view": view.name,
+                "view": view.deployed_name,
                 "dtype": str(feat.polars_dtype),
                 "description": feat.description,
                 "owner": view.owner,
@@ -61,6 +62,7 @@ def rows(catalog: Catalog, table_uri=None, now: datetime | None = None) -> list[
                 "online_ttl": _duration(view.online_ttl) if view.online else "-",
                 "offline_lookback": _duration(view.offline_lookback),
                 "version": view.version,
+                "deprecated": feat.deprecated or "-",
             }
             row.update(live)
             out.append(row)

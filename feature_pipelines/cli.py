@@ -101,11 +101,96 @@ def demo(
 def validate() -> None:
     """Load and validate the catalog in feature_defs/."""
     catalog = _catalog()
+    for warning in catalog.warnings:
+        errors.print(f"[yellow]warning: {warning}[/yellow]")
     console.print(
         f"catalog OK: {len(catalog.entities)} entities, {len(catalog.sources)} sources, "
         f"{len(catalog.views)} feature views, {len(catalog.services)} feature services, "
         f"{len(catalog.training_sets)} training sets"
     )
+
+
+_MARK = {"new": "+", "versioned": "+", "additive": "+", "breaking": "!", "info": "~", "retired": "-"}
+_STYLE = {"new": "green", "versioned": "green", "additive": "green", "breaking": "red", "info": "yellow"}
+
+
+@app.command()
+def plan() -> None:
+    """Compare the catalog with what is deployed (Delta schemas and commits, online metadata) and say what
+    each change implies. Exit code 1 when a breaking change is present (bump the view's version)."""
+    from feature_pipelines.catalog import load_catalog
+    from feature_pipelines.online.connection import connect
+    from feature_pipelines.plan import BACKFILL_HOW, make_plan
+    from feature_pipelines.settings import Settings
+
+    catalog = load_catalog(strict=False)
+    settings = Settings()
+    client, online_error = None, None
+    try:
+        client = connect(settings.redis_url)
+        client.ping()
+    except Exception as exc:  # noqa: BLE001 - the plan still covers Delta; it says Redis was not checked
+        client, online_error = None, f"Redis at {settings.redis_url} not checked: {exc}"
+    out = Console(highlight=False, soft_wrap=True)
+    out.print(f"plan: catalog feature_defs/ vs lake {settings.lake_dir.resolve()} and Redis {settings.redis_url}")
+    for problem in catalog.problems:
+        out.print(f"[red]! catalog: {problem}[/red]")
+    try:
+        result = make_plan(catalog, settings.feature_table, client, online_error)
+    except Exception as exc:  # noqa: BLE001 - an invalid catalog may not support a plan: say so
+        errors.print(f"[red]no plan: the catalog is invalid ({type(exc).__name__}: {exc})[/red]")
+        raise typer.Exit(2) from exc
+    if result.online_error:
+        out.print(f"[yellow]{result.online_error}[/yellow]")
+    if result.nothing_deployed:
+        out.print("nothing deployed yet: everything is new")
+    for view in result.views:
+        d = view.deployed
+        where = []
+        if d.delta_version is not None:
+            span = f", partitions {d.partitions[0]}..{d.partitions[1]}" if d.partitions else ""
+            where.append(f"Delta v{d.delta_version}{span}")
+        for ns, meta in d.online_namespaces.items():
+            where.append(f"online {ns} v{meta.version} ({meta.partition})" if meta else f"online {ns} (none serving)")
+        out.print(f"\n[bold]{view.view}[/bold]  ({'; '.join(where) or 'not deployed'})")
+        if not view.changes:
+            out.print("  no changes")
+        for change in view.changes:
+            style = _STYLE.get(change.kind, "white")
+            out.print(f"  [{style}]{_MARK[change.kind]} {change.what}[/{style}]")
+            out.print(f"      {change.implies}")
+    if result.services:
+        out.print("\n[bold]feature services[/bold]")
+        for change in result.services:
+            style = _STYLE.get(change.kind, "white")
+            out.print(f"  [{style}]{_MARK[change.kind]} {change.what}[/{style}]\n      {change.implies}")
+    if any("backfill " in c.implies for v in result.views for c in v.changes):
+        out.print(f"\n({BACKFILL_HOW})")
+    broken = [v.view for v in result.views if v.breaking]
+    if broken:
+        out.print(f"\n[red]breaking changes in {', '.join(broken)}: the pipeline refuses them; bump the version[/red]")
+    if broken or catalog.problems or result.breaking:
+        raise typer.Exit(1)
+
+
+@app.command()
+def lock(
+    services: Annotated[list[str] | None, typer.Argument(help="feature services to lock (default: all)")] = None,
+) -> None:
+    """Record what feature services consume now (view versions, feature dtypes) in feature_defs/services.lock.json:
+    the contract serving and training check. Run it when a model is (re)trained on the current features."""
+    from feature_pipelines.catalog import CatalogError, lock_services
+
+    catalog = _catalog()
+    try:
+        path = lock_services(catalog, services or None)
+    except (CatalogError, KeyError) as exc:
+        errors.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    for name in services or sorted(catalog.services):
+        views = ", ".join(f"{v} v{lv.version} ({len(lv.features)} features)" for v, lv in catalog.locks[name].items())
+        console.print(f"{name}: {views}")
+    console.print(f"wrote {path}")
 
 
 @app.command(context_settings={"ignore_unknown_options": True})  # negative ids need no `--`
@@ -205,7 +290,7 @@ def training_set(
                     mode="latest" if latest else "known",
                     progress=step,
                 )
-        except (training.TrainingSetError, KeyError) as exc:
+        except (training.TrainingSetError, KeyError, ValueError) as exc:
             errors.print(f"[red]{exc}[/red]")
             raise typer.Exit(1) from exc
     manifest_path = result.write(output)

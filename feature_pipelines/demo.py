@@ -65,7 +65,7 @@ def summary(catalog: Catalog, settings: Settings, instance: dg.DagsterInstance, 
         uri = settings.raw_table(source.name)
         _table_row(tables, f"raw/{source.name}", uri, "event_date")
     for view in catalog.views.values():
-        _table_row(tables, f"features/{view.name}", settings.feature_table(view.name), "partition_date")
+        _table_row(tables, f"features/{view.asset_name}", settings.feature_table(view.deployed_name), "partition_date")
     console.print(tables)
 
     checks = Table(title="Checks (latest evaluation)")
@@ -88,12 +88,12 @@ def summary(catalog: Catalog, settings: Settings, instance: dg.DagsterInstance, 
     for col in ("view", "serving version", "partition", "keys", "TTL s", "Delta version"):
         online.add_column(col)
     for view in catalog.online_views:
-        meta = store.serving_meta(view.name)
+        meta = store.serving_meta(view.deployed_name)
         if meta is None:
-            online.add_row(view.name, "-", "-", "-", "-", "-")
+            online.add_row(view.deployed_name, "-", "-", "-", "-", "-")
             continue
         online.add_row(
-            view.name,
+            view.deployed_name,
             str(meta.version),
             meta.partition,
             str(meta.rows),

@@ -8,13 +8,14 @@ pass before a version serves.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import polars as pl
 
 from feature_pipelines.checks.roundtrip import RoundTrip, compare
 from feature_pipelines.offline import delta
 from feature_pipelines.online.client import OnlineClient
+from feature_pipelines.online.layout import NAMESPACES
 from feature_pipelines.online.store import OnlineStore, Promotion, Pruned, VersionMeta, Written
 from feature_pipelines.spec import PARTITION_DATE
 
@@ -30,6 +31,7 @@ class Published:
     promotion: Promotion
     pruned: Pruned | None
     warnings: tuple[str, ...] = ()
+    retired_namespaces: list[str] = field(default_factory=list)
 
 
 def version_ids(meta: VersionMeta) -> Iterator[pl.Series]:
@@ -89,4 +91,12 @@ def publish(
             f"pruning old versions of {view!r} failed ({type(exc).__name__}: {exc}); they stay until the "
             "next push or `fstore gc`",
         )
-    return Published(written, check, promotion, pruned, warnings)
+    return Published(written, check, promotion, pruned, warnings, retire_old_namespaces(store, view))
+
+
+def retire_old_namespaces(store: OnlineStore, view: str) -> list[str]:
+    """Remove the view's copy from every namespace but its own: its sensitivity moved it (fs <-> fss), and
+    the old copy must not stay readable by that namespace's readers. Runs after every push, whatever its
+    outcome; a killed removal is finished by the next push. Not a warning when it fails: it raises."""
+    own = store.layout[view].namespace
+    return [ns for ns in NAMESPACES if ns != own and store.remove_namespace_copy(view, ns, version_ids)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import date, datetime, timedelta
@@ -24,9 +25,13 @@ SENSITIVITIES: tuple[str, ...] = ("public", "internal", "confidential", "restric
 
 def _caller_location() -> str:
     """Where the spec object was written, as `path:line`, so every error can point a human at it."""
-    for frame in inspect.stack()[2:]:
-        if not frame.filename.endswith(("spec.py", "dataclasses.py")) and "<" not in frame.filename:
-            return f"{frame.filename}:{frame.lineno}"
+    frame = inspect.currentframe()
+    frame = frame.f_back.f_back if frame and frame.f_back else None  # skip this function and __post_init__
+    while frame is not None:  # frames, not inspect.stack(): that reads every caller's source, 100x slower
+        filename = frame.f_code.co_filename
+        if not filename.endswith(("spec.py", "dataclasses.py")) and "<" not in filename:
+            return f"{filename}:{frame.f_lineno}"
+        frame = frame.f_back
     return "<unknown>"
 
 
@@ -162,11 +167,38 @@ class Feature:
     drift_threshold: float | None = None
     inputs: tuple[str, ...] = ()
     sensitivity: Sensitivity | None = None
+    # Why and since when the feature is on its way out ("2011-06-01: use spend_30d"). New feature services
+    # may not consume it; services whose lock already does get a warning. Not part of the definition hash
+    # (hence repr=False): deprecating a feature does not change what is computed.
+    deprecated: str | None = field(default=None, repr=False)
     defined_at: str = field(default="", compare=False, repr=False)
 
     @property
     def polars_dtype(self) -> pl.DataType:
         return resolve_dtype(self.dtype)
+
+
+def versioned_name(name: str, version: int) -> str:
+    """How version `version` of view `name` is named wherever it is deployed: its Delta table
+    (`lake/features/<name>`), its online view (Redis keys, serving metadata) and its catalog key. Version 1
+    keeps the bare name, so tables and keys written before views had versions stay where they are; a bumped
+    version is written side by side as `<name>@<version>` (e.g. `user_context@2`)."""
+    return name if version == 1 else f"{name}@{version}"
+
+
+def parse_versioned_name(deployed: str) -> tuple[str, int]:
+    """`user_context@2` -> ("user_context", 2); `user_context` -> ("user_context", 1)."""
+    name, sep, version = deployed.partition("@")
+    return (name, int(version)) if sep and version.isdigit() else (deployed, 1)
+
+
+def asset_name(deployed: str) -> str:
+    """The deployed name as a Dagster asset key part (`[A-Za-z0-9_]` only): `user_context@2` -> `user_context__v2`."""
+    return deployed.replace("@", "__v")
+
+
+VIEW_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+"""View names: a letter, then letters, digits and underscores (no `__`: asset keys spell versions with it)."""
 
 
 @dataclass(frozen=True)
@@ -256,26 +288,44 @@ class FeatureView:
                 return f
         raise KeyError(f"feature view {self.name!r} has no feature {name!r}")
 
+    @property
+    def deployed_name(self) -> str:
+        """This version's name in Delta, Redis and the catalog (see `versioned_name`)."""
+        return versioned_name(self.name, self.version)
+
+    @property
+    def asset_name(self) -> str:
+        """This version's name in Dagster asset keys (see `asset_name`)."""
+        return asset_name(self.deployed_name)
+
+    def code_hash(self) -> str:
+        """A short hash of `prepare` and `transformation` and of every helper, constant, closure value and
+        default argument they use, transitively (see `feature_pipelines.fingerprint`)."""
+        from feature_pipelines.fingerprint import fingerprint
+
+        return fingerprint(self.prepare, self.transformation)
+
     def definition_hash(self) -> str:
-        """A short hash of everything that defines the view's output, including the transformation's code."""
+        """A short hash of everything that defines the view's output: its declared fields and its code,
+        with what the code uses (`code_hash`)."""
         payload = {
             f.name: repr(getattr(self, f.name))
             for f in fields(self)
             if f.name not in ("transformation", "prepare", "defined_at")
         }
-        for name in ("prepare", "transformation"):
-            fn = getattr(self, name)
-            try:
-                payload[name] = inspect.getsource(fn)
-            except (OSError, TypeError):
-                payload[name] = repr(fn)
+        payload["code"] = self.code_hash()
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True, kw_only=True)
 @_located
 class FeatureService:
-    """The contract of one model: the features it consumes, as `"view:feature"` or `"view:*"` references."""
+    """The contract of one model: the features it consumes, as `"view:feature"` or `"view:*"` references.
+
+    `"view@2:feature"` names a view version explicitly; otherwise the version is the one the service's lock
+    (`feature_defs/services.lock.json`, written by `fstore lock`) records, else the newest in the catalog.
+    The lock pins the view versions and dtypes a model consumes: the catalog refuses a change that breaks it,
+    and serving and training refuse a deployment that does not match it."""
 
     name: str
     features: tuple[str, ...]

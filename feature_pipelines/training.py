@@ -42,6 +42,7 @@ import polars as pl
 from deltalake import DeltaTable
 
 from feature_pipelines.catalog import Catalog
+from feature_pipelines.contract import mismatches
 from feature_pipelines.offline.compute import partition_end
 from feature_pipelines.offline.history import FAR_FUTURE, HistoryError, read_history
 from feature_pipelines.spec import PARTITION_DATE, FeatureView
@@ -129,7 +130,7 @@ def build(
         by_view = {view: list(features) for view, features in plan.items()}
     else:
         for ref in catalog.resolve_service(service):
-            by_view.setdefault(ref.view.name, []).append(ref.feature)
+            by_view.setdefault(ref.view.deployed_name, []).append(ref.feature)
     clashes = set(entities.columns) & {f for feats in by_view.values() for f in feats}
     if clashes:
         raise TrainingSetError(f"entity frame columns {sorted(clashes)} clash with feature names of {service!r}")
@@ -144,6 +145,7 @@ def build(
         known_at=known_at.astimezone(UTC).isoformat() if known_at else None,
     )
     out = entities
+    contract = catalog.contract(service) if plan is None else {}
     for view_name, features in by_view.items():
         view = catalog.views[view_name]
         key = catalog.entity_of(view).join_key
@@ -155,7 +157,23 @@ def build(
             version = DeltaTable(uri).version()
         if progress:
             progress(f"{view_name} @ Delta v{version}")
-        values = _point_in_time(view, key, features, left.select(_ROW, key, "__ts"), uri, version, mode, known_at)
+        deployed = dict(pl.scan_delta(uri, version=version).collect_schema())
+        problems = mismatches(
+            service,
+            view_name,
+            contract.get(view_name, {}),
+            {c: str(d) for c, d in deployed.items()},
+            f"Delta table {uri} at version {version}",
+        )
+        if problems:
+            raise TrainingSetError("; ".join(problems))
+        # A feature merged into the table after these rows were written, or not written yet, reads as null
+        # (as serving returns it), with its declared dtype.
+        present = [f for f in features if f in deployed]
+        values = _point_in_time(view, key, present, left.select(_ROW, key, "__ts"), uri, version, mode, known_at)
+        values = values.with_columns(
+            pl.lit(None, dtype=view.feature(f).polars_dtype).alias(f) for f in features if f not in deployed
+        ).select(_ROW, *features)
         out = out.with_columns(values.drop(_ROW))
         manifest.views.append(
             ViewRead(
@@ -402,7 +420,8 @@ def _point_in_time(
 def _read(files: list[_File], ids: list[int], empty: pl.DataFrame) -> pl.DataFrame:
     """The rows of `files` (columns and dtypes of `empty`), each tagged with its file id (`__file`)."""
     frames = [
-        pl.scan_parquet(f.path)
+        # Columns merged into the table after this file was written read as null.
+        pl.scan_parquet(f.path, schema=dict(empty.schema), missing_columns="insert", extra_columns="ignore")
         .select(empty.columns)
         .cast(dict(empty.schema))
         .with_columns(pl.lit(i, dtype=pl.UInt32).alias("__file"))

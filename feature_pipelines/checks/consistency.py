@@ -74,7 +74,7 @@ def check(
     key, features = meta.schema.join_key, list(meta.schema.features)
     version = meta.delta_version if meta.delta_version is not None else table_version(meta.delta_table)
     if version is None:
-        raise ValueError(f"{view.name} v{meta.version}: its Delta table {meta.delta_table} does not exist")
+        raise ValueError(f"{view.deployed_name} v{meta.version}: its Delta table {meta.delta_table} does not exist")
     instant = partition_end_of(meta.partition)
     ids = sample_entities(meta.delta_table, version, key, meta.partition, view.offline_lookback, sample, meta.version)
     present, absent = ids
@@ -85,7 +85,7 @@ def check(
     trained = view_values(
         view, key, features, rows, meta.delta_table, version, mode="known", known_at=known_at or datetime.now(UTC)
     )
-    served = client.get_version(view.name, meta.version, entities.to_list())
+    served = client.get_version(view.deployed_name, meta.version, entities.to_list())
     differing: dict[str, list[Any]] = {}
     examples: list[dict[str, Any]] = []
     for feature in features:
@@ -97,7 +97,7 @@ def check(
                 if len(examples) < 10:
                     examples.append({key: entity, "feature": feature, "served": online, "training": offline})
     return Consistency(
-        view.name, meta.version, meta.partition, instant, entities.len(), absent.len(), differing, examples
+        view.deployed_name, meta.version, meta.partition, instant, entities.len(), absent.len(), differing, examples
     )
 
 

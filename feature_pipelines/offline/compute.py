@@ -24,6 +24,12 @@ def raw_range_for(view: FeatureView, first: date, last: date) -> tuple[date, dat
     return (partition_end(first) - view.lookback).date(), last
 
 
+def raw_days_before(view: FeatureView) -> int:
+    """How many raw days before its own day a partition's window reaches (`raw_range_for`)."""
+    day = date(2000, 1, 1)
+    return (day - raw_range_for(view, day, day)[0]).days
+
+
 def compute_partitions(view: FeatureView, catalog: Catalog, raw: pl.DataFrame, days: list[date]) -> pl.DataFrame:
     """Rows for every day in `days`, sorted by (partition, entity) so a re-run writes identical files."""
     source = catalog.source_of(view)

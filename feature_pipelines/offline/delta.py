@@ -1,7 +1,12 @@
-"""Delta Lake tables: partition-exact overwrites and partition-pruned reads.
+"""Delta Lake tables: partition-exact overwrites and partition-pruned reads, and schema evolution.
 
 Every write replaces exactly the partitions it names (an overwrite with a predicate), so re-running a
 partition never duplicates rows nor touches its neighbours, and a write either commits whole or not at all.
+
+Schemas evolve by merging only: a write that adds columns merges them into the table schema (older
+partitions read them as null until they are rewritten); a write that drops a column or changes a column's
+dtype is refused (`SchemaChangeError`) before anything is written. Delta would otherwise cast the new
+values to the old type silently (1.5 stored as 1).
 
 A write may be declared part of the table's initial historical load (`historical_load=True`): the
 declaration is recorded in the commit's metadata, where `offline/history.py` reads it, so the table itself
@@ -10,8 +15,8 @@ says which of its partitions were loaded as history and which were written as th
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import date
 
 import polars as pl
@@ -25,6 +30,75 @@ from feature_pipelines.offline.history import HISTORICAL_LOAD
 class Commit:
     version: int
     rows: int
+
+
+@dataclass(frozen=True)
+class SchemaChange:
+    """How a frame's columns differ from a table's (dtypes as Delta stores them)."""
+
+    added: dict[str, pl.DataType] = field(default_factory=dict)
+    removed: dict[str, pl.DataType] = field(default_factory=dict)
+    changed: dict[str, tuple[pl.DataType, pl.DataType]] = field(default_factory=dict)  # name -> (old, new)
+
+    @property
+    def breaking(self) -> bool:
+        return bool(self.removed or self.changed)
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed or self.changed)
+
+    def describe(self) -> str:
+        parts = [f"{n}: {old} -> {new}" for n, (old, new) in self.changed.items()]
+        parts += [f"{n} ({dtype}) removed" for n, dtype in self.removed.items()]
+        parts += [f"{n} ({dtype}) added" for n, dtype in self.added.items()]
+        return "; ".join(parts) or "no change"
+
+
+class SchemaChangeError(ValueError):
+    """A write would drop a column or change a dtype of an existing table; nothing was written."""
+
+    def __init__(self, uri: str, change: SchemaChange) -> None:
+        self.uri = uri
+        self.change = change
+        super().__init__(
+            f"{uri}: breaking schema change refused, nothing was written ({change.describe()}); Delta would cast "
+            "silently, so a changed or dropped column needs a new table"
+        )
+
+
+def stored_dtype(dtype: pl.DataType) -> pl.DataType:
+    """The dtype a column reads back as after a Delta write (Delta has no unsigned integers, stores
+    timestamps in microseconds and categoricals as strings)."""
+    unsigned = {pl.UInt8: pl.Int8, pl.UInt16: pl.Int16, pl.UInt32: pl.Int32, pl.UInt64: pl.Int64}
+    for u, signed in unsigned.items():
+        if dtype == u:
+            return signed()
+    if isinstance(dtype, pl.Datetime):
+        return pl.Datetime("us", dtype.time_zone)
+    if isinstance(dtype, pl.Categorical | pl.Enum):
+        return pl.String()
+    if isinstance(dtype, pl.List | pl.Array):
+        return pl.List(stored_dtype(dtype.inner))
+    if isinstance(dtype, pl.Struct):
+        return pl.Struct({f.name: stored_dtype(f.dtype) for f in dtype.fields})
+    return dtype
+
+
+def table_schema(uri: str, version: int | None = None) -> dict[str, pl.DataType] | None:
+    """The table's columns and dtypes, from its log (no data file is read); None if there is no table."""
+    if table_version(uri) is None:
+        return None
+    return dict(pl.scan_delta(uri, version=version).collect_schema())
+
+
+def schema_change(table: Mapping[str, pl.DataType], frame: Mapping[str, pl.DataType]) -> SchemaChange:
+    """What writing columns `frame` into a table of columns `table` would change."""
+    new = {name: stored_dtype(dtype) for name, dtype in frame.items()}
+    return SchemaChange(
+        added={n: d for n, d in new.items() if n not in table},
+        removed={n: d for n, d in table.items() if n not in new},
+        changed={n: (table[n], d) for n, d in new.items() if n in table and table[n] != d},
+    )
 
 
 def partition_predicate(column: str, first: date | str, last: date | str) -> str:
@@ -43,6 +117,8 @@ def overwrite_partitions(
     """Replace the partitions `first..last` (inclusive) of `column` with `frame`, in one Delta commit.
 
     `commit_metadata` lands in the commit's info (lineage: run id, source versions, definition hash).
+    New columns are merged into the table schema; a dropped column or a changed dtype raises
+    `SchemaChangeError` and writes nothing.
     `historical_load` declares the commit part of the table's initial historical load: training counts
     partitions it writes first as known at their ends instead of at the commit (see `training.py`)."""
     commit_metadata = dict(commit_metadata or {})
@@ -51,13 +127,17 @@ def overwrite_partitions(
     outside = frame.filter((pl.col(column) < str(first)) | (pl.col(column) > str(last))).height
     if outside:
         raise ValueError(f"{uri}: {outside} rows fall outside partitions {first}..{last} of {column!r}")
+    current = table_schema(uri)
+    change = schema_change(current, frame.schema) if current is not None else SchemaChange()
+    if change.breaking:
+        raise SchemaChangeError(uri, change)
     write_deltalake(
         uri,
         frame,
         mode="overwrite",
         predicate=partition_predicate(column, first, last),
         partition_by=[column],
-        schema_mode=None,
+        schema_mode="merge" if change.added else None,
         commit_properties=CommitProperties(custom_metadata=commit_metadata) if commit_metadata else None,
         # The log is the history training sets read "as of known time" and rebuild from: keep it. Dropping
         # old history is a retention decision, not a side effect of writing (any writer, not only ours).
@@ -93,12 +173,19 @@ def iter_partition(
     Memory stays bounded by a row group and a batch, not by the table: the general Delta readers
     (polars, pyarrow datasets) prefetch several files at once, which took 1.5 GB for a 10M-row partition.
     The files come from the Delta log at `version`; tables written here use neither deletion vectors nor
-    column mapping, which this reader would not honour."""
+    column mapping, which this reader would not honour. A column merged into the table after a file was
+    written reads as null, as every Delta reader does."""
     import pyarrow.parquet as pq
 
     table = DeltaTable(uri, version=version) if version is not None else DeltaTable(uri)
+    schema = dict(pl.scan_delta(uri, version=table.version()).collect_schema())
     for file_uri in table.file_uris(file_pruning_predicate=[(column, "=", value)]):
         parquet = pq.ParquetFile(file_uri, pre_buffer=False, buffer_size=1 << 20)
-        for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns, use_threads=False):
+        present = [c for c in columns if c in parquet.schema_arrow.names]
+        for batch in parquet.iter_batches(batch_size=batch_rows, columns=present, use_threads=False):
             if batch.num_rows:
-                yield pl.from_arrow(batch)  # type: ignore[misc]
+                frame: pl.DataFrame = pl.from_arrow(batch)  # type: ignore[assignment]
+                if len(present) < len(columns):
+                    missing = [pl.lit(None, dtype=schema[c]).alias(c) for c in columns if c not in present]
+                    frame = frame.with_columns(missing).select(columns)
+                yield frame

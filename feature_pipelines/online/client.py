@@ -25,6 +25,7 @@ import msgpack
 import redis
 
 from feature_pipelines.catalog import Catalog
+from feature_pipelines.contract import ContractError, mismatches
 from feature_pipelines.online.breaker import CircuitBreaker
 from feature_pipelines.online.codec import value_converter
 from feature_pipelines.online.connection import address, is_cluster, serving_connection
@@ -207,6 +208,8 @@ class OnlineClient:
         self.layout = layout or (OnlineLayout.from_catalog(catalog) if catalog is not None else None)
         self._served: dict[str, _Served] = {}
         self._keys: dict[str, ViewKeys] = {}
+        self._contracts: dict[str, dict[str, dict[str, str]]] = {}
+        self._honoured: set[tuple[str, str, int]] = set()  # (service, view, serving version) checked
         self._cluster = is_cluster(self.r)
 
     # -- public API ---------------------------------------------------------------------------------
@@ -257,14 +260,34 @@ class OnlineClient:
         n = lengths.pop()
         wanted: dict[str, list[str]] = {}
         for ref in refs:
-            wanted.setdefault(ref.view.name, []).append(ref.feature)
+            wanted.setdefault(ref.view.deployed_name, []).append(ref.feature)
         reads = []
         for view_name, feats in wanted.items():
             key = self.catalog.entity_of(self.catalog.views[view_name]).join_key
             if key not in entities:
                 raise ValueError(f"feature service {service!r} needs {key!r} ids (for view {view_name!r})")
             reads.append((view_name, list(entities[key]), feats))
-        return self._read(reads, n)
+        rows = self._read(reads, n)
+        self._check_contract(service)
+        return rows
+
+    def _check_contract(self, service: str) -> None:
+        """Refuse a serving version whose dtypes differ from the service's contract; checked once per
+        serving version, so the serving path pays a set lookup per view."""
+        contract = self._contracts.get(service)
+        if contract is None:
+            contract = self._contracts[service] = self.catalog.contract(service)  # type: ignore[union-attr]
+        for view, expected in contract.items():
+            served = self._served.get(view) or self._refresh(view)
+            if (service, view, served.version) in self._honoured:
+                continue
+            deployed = dict(zip(served.schema.features, served.schema.dtypes, strict=True))
+            problems = mismatches(
+                service, view, expected, deployed, f"serving version {served.version} in Redis at {self.address}"
+            )
+            if problems:
+                raise ContractError("; ".join(problems))
+            self._honoured.add((service, view, served.version))
 
     def keys(self, view: str) -> ViewKeys:
         """The keys of `view`: from the layout, else found in Redis (the namespace holding its pointer)."""

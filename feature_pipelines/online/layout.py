@@ -111,7 +111,7 @@ class OnlineSchema:
 def online_schema(view: FeatureView, catalog: Catalog) -> OnlineSchema:
     ttl = int(view.online_ttl.total_seconds()) if view.online_ttl else None
     return OnlineSchema(
-        view=view.name,
+        view=view.deployed_name,
         namespace=namespace_for(view.sensitivity),
         join_key=catalog.entity_of(view).join_key,
         features=view.feature_names,

@@ -845,6 +845,28 @@ class OnlineStore:
                     deleted += self.r.unlink(*keys[start : start + CHUNK])
         return deleted
 
+    def remove_namespace_copy(self, view: str, namespace: str, ids_of: IdsOf) -> bool:
+        """Remove everything of `view` in `namespace`, which is no longer its own (its sensitivity moved it):
+        the pointer first, so it stops being readable there at once, then each version's keys (from
+        `ids_of`), then the control keys. Re-entrant: a killed removal is finished by the next call.
+        Returns whether there was anything to remove."""
+        keys = ViewKeys(namespace, view)
+        control = [keys.current, keys.versions, keys.seq, keys.history, keys.pin]
+        if not any(self.r.exists(k) for k in control):
+            return False
+        self.r.delete(keys.current)
+        for version, raw in self._raw_versions_of(keys).items():
+            meta = VersionMeta.from_json(raw)
+            self._unlink(meta, ids_of(meta))
+            self.r.delete(keys.lease(version))
+            self.r.hdel(keys.versions, str(version))
+        for key in control:  # one by one: same slot, but no multi-key command needed
+            self.r.delete(key)
+        return True
+
+    def _raw_versions_of(self, keys: ViewKeys) -> dict[int, bytes]:
+        return {int(k): v for k, v in self.r.hgetall(keys.versions).items()}
+
     def erase_subject(self, view: str, entity_id: Any) -> int:
         """Delete one subject's keys in every kept version of a view: keys are computed, not scanned."""
         keys_of = self.keys(view)

@@ -1,4 +1,6 @@
-"""Asset keys of the graph, one function per layer: `raw/<source>`, `features/<view>`, `online/<view>`."""
+"""Asset keys of the graph, one function per layer: `raw/<source>`, `features/<view>`, `online/<view>`.
+
+A view version after the first is `features/<view>__v<N>` (`FeatureView.asset_name`, from `spec.versioned_name`)."""
 
 import dagster as dg
 
@@ -10,11 +12,11 @@ def raw_key(source: BatchSource) -> dg.AssetKey:
 
 
 def feature_key(view: FeatureView) -> dg.AssetKey:
-    return dg.AssetKey(["features", view.name])
+    return dg.AssetKey(["features", view.asset_name])
 
 
 def online_key(view: FeatureView) -> dg.AssetKey:
-    return dg.AssetKey(["online", view.name])
+    return dg.AssetKey(["online", view.asset_name])
 
 
 def training_set_key(spec: TrainingSetSpec) -> dg.AssetKey:

@@ -2,9 +2,11 @@
 
 - A sensor per source watches its files; a new or changed file requests ingest runs for exactly the
   days it contains (its content hash is part of the run key, so the same file twice runs once).
-- Feature views follow their sources (`eager`); the online push follows its view only when the view's
-  blocking checks passed (`eager() & all_deps_blocking_checks_passed()`, pitfall P4); the newest raw
-  partition also runs on a daily cron.
+- Feature views follow their sources (`eager`), and late data re-materializes every existing feature
+  partition whose window contains the late raw day (`late_data`: eager considers only the latest time
+  window). The online push follows its view only when the view's blocking checks passed (`eager() &
+  all_deps_blocking_checks_passed()`, pitfall P4), for the latest window only: re-materialized older
+  partitions never send serving back in time. The newest raw partition also runs on a daily cron.
 - Freshness is partition-aware (pitfall P8): the newest partition *present* in Delta (and serving in
   Redis) must be the one due by now under the view's SLA; backfilling an old partition changes nothing.
 """
@@ -142,7 +144,7 @@ def build_freshness_checks(view: FeatureView, catalog: Catalog) -> list[dg.Asset
         "its day ends). Backfilling old partitions does not make the table fresh.",
     )
     def _offline(store: FeatureStoreResource) -> dg.AssetCheckResult:
-        uri = store.settings.feature_table(view.name)
+        uri = store.settings.feature_table(view.deployed_name)
         newest = None
         if table_version(uri) is not None:
             newest = pl.scan_delta(uri).select(pl.col(PARTITION_DATE).max()).collect().item()
@@ -159,7 +161,7 @@ def build_freshness_checks(view: FeatureView, catalog: Catalog) -> list[dg.Asset
             description="The serving version in Redis describes the partition due under the SLA.",
         )
         def _online(store: FeatureStoreResource) -> dg.AssetCheckResult:
-            meta = store.online_store(OnlineLayout.from_catalog(catalog)).serving_meta(view.name)
+            meta = store.online_store(OnlineLayout.from_catalog(catalog)).serving_meta(view.deployed_name)
             due = due_partition(partitions, view.freshness_sla, datetime.now(UTC))
             return freshness_result(meta.partition if meta else None, due, f"Redis {store.redis_url}")
 
@@ -168,12 +170,33 @@ def build_freshness_checks(view: FeatureView, catalog: Catalog) -> list[dg.Asset
 
 
 # -- declarative automation -----------------------------------------------------------------------------
+def late_data() -> dg.AutomationCondition:
+    """An existing partition, of any age, whose upstream partitions were updated since it was last handled.
+
+    The feature asset's partition mapping (partition D reads exactly the raw days its window touches) turns
+    a late raw day into exactly the feature partitions whose windows contain it, bounded by the source's
+    partitions. Missing partitions are left to `eager` (latest window) and to backfills, so ingesting a
+    year of history does not recompute a year of features by itself."""
+    ac = dg.AutomationCondition
+    return (
+        ~ac.missing()
+        & ac.any_deps_updated().since_last_handled()
+        & ~ac.any_deps_missing()
+        & ~ac.any_deps_in_progress()
+        & ~ac.in_progress()
+    ).with_label("late_data")
+
+
+def feature_condition() -> dg.AutomationCondition:
+    return (dg.AutomationCondition.eager() | late_data()).with_label("eager_or_late_data")
+
+
 def automation_conditions(catalog: Catalog) -> dict[dg.AssetKey, dg.AutomationCondition]:
     out: dict[dg.AssetKey, dg.AutomationCondition] = {}
     for source in catalog.sources.values():
         out[raw_key(source)] = dg.AutomationCondition.on_cron(DAILY_CRON, cron_timezone="UTC")
     for view in catalog.views.values():
-        out[feature_key(view)] = dg.AutomationCondition.eager()
+        out[feature_key(view)] = feature_condition()
         if view.online:
             out[online_key(view)] = (
                 dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()

@@ -8,11 +8,11 @@ known at their ends); any other run's data counts as known from its commit.
 
 import dagster as dg
 
-from feature_pipelines import lineage
+from feature_pipelines import lineage, plan
 from feature_pipelines.catalog import Catalog
 from feature_pipelines.checks import quality
 from feature_pipelines.offline import delta, history
-from feature_pipelines.offline.compute import compute_partitions, raw_range_for
+from feature_pipelines.offline.compute import compute_partitions, raw_days_before, raw_range_for
 from feature_pipelines.orchestration.asset_keys import feature_key, raw_key
 from feature_pipelines.orchestration.feature_checks import (
     GX_CHECK,
@@ -43,8 +43,9 @@ def build_feature_asset(view: FeatureView, catalog: Catalog) -> dg.AssetsDefinit
         deps=[
             dg.AssetDep(
                 raw_key(source),
-                # Partition D reads the raw days D - lookback .. D: a late file re-dirties every day after it.
-                partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-view.lookback.days, end_offset=0),
+                # Partition D reads exactly the raw days its window touches (`raw_range_for`): a late raw day
+                # re-dirties every feature partition whose window contains it, and no other.
+                partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-raw_days_before(view), end_offset=0),
             )
         ],
         partitions_def=partitions_for(source),
@@ -61,6 +62,13 @@ def build_feature_asset(view: FeatureView, catalog: Catalog) -> dg.AssetsDefinit
     )
     def _features(context: dg.AssetExecutionContext, store: FeatureStoreResource):
         days = run_days(context)
+        uri = store.settings.feature_table(view.deployed_name)
+        try:  # before any work: a breaking change is not transient, retrying cannot fix it
+            added = plan.check_writable(view, catalog, uri).added
+        except plan.BreakingChangeError as exc:
+            raise dg.Failure(description=str(exc), allow_retries=False) from exc
+        if added:
+            context.log.info(f"{view.deployed_name}: merging new columns {sorted(added)} into {uri}")
         raw_first, raw_last = raw_range_for(view, days[0], days[-1])
         raw_uri = store.settings.raw_table(source.name)
         raw_version = delta.table_version(raw_uri)
@@ -73,7 +81,9 @@ def build_feature_asset(view: FeatureView, catalog: Catalog) -> dg.AssetsDefinit
         frame = compute_partitions(view, catalog, raw, days)
         report = quality.validate(view, catalog, frame)
         span = f"{days[0]}..{days[-1]}"
-        results_path = quality.save_result(report, store.settings.lake_dir, view.name, days, context.run.run_id)
+        results_path = quality.save_result(
+            report, store.settings.lake_dir, view.deployed_name, days, context.run.run_id
+        )
         gate_meta = {
             "rows": frame.height,
             "expectations": report.evaluated,
@@ -90,33 +100,38 @@ def build_feature_asset(view: FeatureView, catalog: Catalog) -> dg.AssetsDefinit
                 metadata=gate_meta,
                 allow_retries=False,
             )
-        uri = store.settings.feature_table(view.name)
         historical = context.run.tags.get(HISTORICAL_LOAD_TAG, "").lower() == "true"
         if historical and not history.initial_load_open(uri):
             context.log.warning(
-                f"{view.name}: run tagged {HISTORICAL_LOAD_TAG}, but {uri} already has regular writes: the "
-                "declaration is recorded and does not count (these partitions are known from this commit)"
+                f"{view.deployed_name}: run tagged {HISTORICAL_LOAD_TAG}, but {uri} already has regular writes: "
+                "the declaration is recorded and does not count (these partitions are known from this commit)"
             )
-        commit = delta.overwrite_partitions(
-            uri,
-            frame,
-            PARTITION_DATE,
-            days[0],
-            days[-1],
-            commit_metadata={
-                "dagster_run_id": context.run.run_id,
-                "view": view.name,
-                "partitions": span,
-                "source_table": raw_uri,
-                "source_version": str(raw_version),
-                "definition_hash": view.definition_hash(),
-                "defined_at": view.defined_at,
-                "quality_result": str(results_path),
-            },
-            historical_load=historical,
-        )
-        quality.index_result(results_path, store.settings.lake_dir, view.name, days, commit.version)
-        context.log.info(f"{view.name}: {commit.rows} rows for {span}, Delta v{commit.version}")
+        try:
+            commit = delta.overwrite_partitions(
+                uri,
+                frame,
+                PARTITION_DATE,
+                days[0],
+                days[-1],
+                commit_metadata={
+                    "dagster_run_id": context.run.run_id,
+                    "view": view.deployed_name,
+                    "view_version": str(view.version),
+                    "partitions": span,
+                    "source_table": raw_uri,
+                    "source_version": str(raw_version),
+                    "definition_hash": view.definition_hash(),
+                    "code_hash": view.code_hash(),
+                    "offline_lookback_s": str(view.offline_lookback.total_seconds()),
+                    "defined_at": view.defined_at,
+                    "quality_result": str(results_path),
+                },
+                historical_load=historical,
+            )
+        except delta.SchemaChangeError as exc:  # the table changed under us since the check above
+            raise dg.Failure(description=str(exc), allow_retries=False) from exc
+        quality.index_result(results_path, store.settings.lake_dir, view.deployed_name, days, commit.version)
+        context.log.info(f"{view.deployed_name}: {commit.rows} rows for {span}, Delta v{commit.version}")
         checks = [
             dg.AssetCheckResult(check_name=GX_CHECK, passed=True, metadata=gate_meta),
             dg.AssetCheckResult(

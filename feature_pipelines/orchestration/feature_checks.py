@@ -145,7 +145,7 @@ def consistency_spec(key: dg.AssetKey, view: FeatureView) -> dg.AssetCheckSpec:
 
 def consistency_check(view: FeatureView, store: OnlineStore) -> dg.AssetCheckResult:
     """Serving vs training for the version serving `view` now (whichever push promoted it)."""
-    meta = store.serving_meta(view.name)
+    meta = store.serving_meta(view.deployed_name)
     if meta is None:
         return dg.AssetCheckResult(
             check_name=CONSISTENCY_CHECK, passed=True, metadata={"note": "not evaluated: no version serves"}

@@ -17,7 +17,7 @@ ROUNDTRIP_CHECK = "roundtrip"
 
 def build_online_asset(view: FeatureView, catalog: Catalog) -> dg.AssetsDefinition:
     layout = OnlineLayout.from_catalog(catalog)
-    schema = layout[view.name]
+    schema = layout[view.deployed_name]
     key = online_key(view)
 
     @dg.asset(
@@ -31,7 +31,7 @@ def build_online_asset(view: FeatureView, catalog: Catalog) -> dg.AssetsDefiniti
         kinds={"redis"},
         owners=[view.owner],
         tags={"sensitivity": view.sensitivity},
-        description=f"Newest partition of {view.name} in Redis, as a new version promoted atomically.",
+        description=f"Newest partition of {view.deployed_name} in Redis, as a new version promoted atomically.",
         metadata={"key_namespace": schema.namespace, "ttl_seconds": schema.ttl_seconds or 0},
         check_specs=[
             dg.AssetCheckSpec(
@@ -46,10 +46,10 @@ def build_online_asset(view: FeatureView, catalog: Catalog) -> dg.AssetsDefiniti
     )
     def _push(context: dg.AssetExecutionContext, store: FeatureStoreResource):
         newest = run_days(context)[-1].isoformat()
-        uri = store.settings.feature_table(view.name)
+        uri = store.settings.feature_table(view.deployed_name)
         published = publish(
             store.online_store(layout),
-            view.name,
+            view.deployed_name,
             uri,
             newest,
             run_id=context.run.run_id,
@@ -65,14 +65,14 @@ def build_online_asset(view: FeatureView, catalog: Catalog) -> dg.AssetsDefiniti
         if not roundtrip.passed:
             yield dg.AssetCheckResult(check_name=ROUNDTRIP_CHECK, passed=False, metadata=check_meta)
             raise dg.Failure(
-                f"{view.name}: version {written.version} not promoted, {promotion.reason}", allow_retries=False
+                f"{view.deployed_name}: version {written.version} not promoted, {promotion.reason}", allow_retries=False
             )
         context.log.info(
-            f"{view.name}: wrote version {written.version} ({written.rows} keys, {written.seconds:.2f}s); "
+            f"{view.deployed_name}: wrote version {written.version} ({written.rows} keys, {written.seconds:.2f}s); "
             f"{'promoted' if promotion.promoted else 'not promoted: ' + promotion.reason}"
         )
         if promotion.outcome is Outcome.PINNED:
-            context.log.warning(f"{view.name}: {promotion.reason}")
+            context.log.warning(f"{view.deployed_name}: {promotion.reason}")
         for warning in published.warnings:  # the push stands: no failure, so no retry pushes it again
             context.log.warning(warning)
         pruned = published.pruned
@@ -86,6 +86,7 @@ def build_online_asset(view: FeatureView, catalog: Catalog) -> dg.AssetsDefiniti
                 "push_seconds": round(written.seconds, 3),
                 "partition": newest,
                 "removed_versions": str(sorted(pruned.removed)) if pruned else "prune failed",
+                "removed_namespaces": ", ".join(published.retired_namespaces) or "none",
                 "pinned": promotion.outcome is Outcome.PINNED,
                 "warnings": "\n".join(published.warnings) or "none",
             },

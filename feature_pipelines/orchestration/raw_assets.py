@@ -32,19 +32,26 @@ def build_source_asset(source: BatchSource, catalog: Catalog) -> dg.AssetsDefini
             frame = ingest.in_range(ingest.read_source(source, catalog.base_dir), days[0], days[-1])
         except ingest.SourceError as exc:  # bad input is not transient: fail now, name it, commit nothing
             raise dg.Failure(description=f"ingest failed, nothing was committed: {exc}", allow_retries=False) from exc
-        commit = delta.overwrite_partitions(
-            store.settings.raw_table(source.name),
-            frame,
-            EVENT_DATE,
-            days[0],
-            days[-1],
-            commit_metadata={
-                "dagster_run_id": context.run.run_id,
-                "source": source.name,
-                "partitions": f"{days[0]}..{days[-1]}",
-                "source_files": json.dumps({f: ingest.file_sha256(f) for f in files}),
-            },
-        )
+        try:
+            commit = delta.overwrite_partitions(
+                store.settings.raw_table(source.name),
+                frame,
+                EVENT_DATE,
+                days[0],
+                days[-1],
+                commit_metadata={
+                    "dagster_run_id": context.run.run_id,
+                    "source": source.name,
+                    "partitions": f"{days[0]}..{days[-1]}",
+                    "source_files": json.dumps({f: ingest.file_sha256(f) for f in files}),
+                },
+            )
+        except delta.SchemaChangeError as exc:  # a source column dropped or retyped: not transient
+            raise dg.Failure(
+                description=f"source {source.name!r}: {exc}. Declare the column as before, or ingest the new "
+                "shape as a new source",
+                allow_retries=False,
+            ) from exc
         context.log.info(f"{source.name}: {commit.rows} rows for {days[0]}..{days[-1]}, Delta v{commit.version}")
         return dg.MaterializeResult(
             metadata={

@@ -13,7 +13,7 @@ from feature_pipelines.spec import TrainingSetSpec
 
 
 def build_training_set_asset(spec: TrainingSetSpec, catalog: Catalog) -> dg.AssetsDefinition:
-    views = sorted({ref.view.name for ref in catalog.resolve_service(spec.service)})
+    views = sorted({ref.view.deployed_name for ref in catalog.resolve_service(spec.service)})
 
     @dg.asset(
         key=training_set_key(spec),

@@ -7,12 +7,14 @@ from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 import polars as pl
+import pytest
 import redis
 
 from feature_pipelines.online.layout import OnlineLayout
 from feature_pipelines.online.store import OnlineStore
 from feature_pipelines.orchestration.asset_keys import feature_key, online_key, raw_key
 from feature_pipelines.orchestration.automation import (
+    _ranges,
     build_arrival_sensor,
     build_freshness_checks,
     due_partition,
@@ -21,7 +23,55 @@ from feature_pipelines.orchestration.automation import (
     with_automation,
 )
 from feature_pipelines.orchestration.factory import build_asset_defs
-from tests.conftest import DAY, chain, real_data, run
+from tests.conftest import DAY, ROOT, chain, real_data, run
+
+
+@pytest.fixture
+def own_instance(tmp_path, pg_url, monkeypatch) -> dg.DagsterInstance:
+    """A Dagster instance on its own PostgreSQL database. Automation conditions read an asset's whole history
+    in the instance (which partitions exist, what was handled), so runs of the same views by other tests of
+    the session must not count."""
+    import os
+    import shutil
+    import uuid
+
+    import psycopg2
+
+    admin = os.environ.get("FS_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    name = f"fs_auto_{uuid.uuid4().hex[:10]}"
+    conn = psycopg2.connect(admin)
+    conn.autocommit = True
+    conn.cursor().execute(f"CREATE DATABASE {name}")
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_PG_URL", pg_url.rsplit("/", 1)[0] + "/" + name)
+    instance = dg.DagsterInstance.from_config(str(home))
+    yield instance
+    instance.dispose()
+    conn.cursor().execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (name,)
+    )
+    conn.cursor().execute(f"DROP DATABASE IF EXISTS {name}")
+    conn.close()
+
+
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+
+
+def json_cursor(folder) -> str:
+    """A sensor cursor that has seen every file of `folder` except `late.parquet`."""
+    import json
+    import os
+
+    from feature_pipelines.offline.ingest import file_sha256
+
+    seen = {}
+    for path in sorted(folder.glob("*.parquet")):
+        if path.name != "late.parquet":
+            stat = os.stat(path)
+            seen[str(path)] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": file_sha256(str(path))}
+    return json.dumps(seen, sort_keys=True)
 
 
 def landing_catalog(catalog, folder, start=date(2011, 2, 1), end=date(2011, 3, 1)):
@@ -86,7 +136,7 @@ def test_sensor_tick_through_dagster_and_a_bad_file_is_reported(tmp_path, catalo
     assert not tick.run_requests and "missing column(s) ['Quantity']" in tick.skip_message
 
 
-def test_push_follows_its_view_only_when_blocking_checks_passed(tmp_path, catalog, pg_instance, store_resource):
+def test_push_follows_its_view_only_when_blocking_checks_passed(tmp_path, catalog, own_instance, store_resource):
     folder = tmp_path / "landing"
     folder.mkdir()
     for day in ("2011-02-27", "2011-02-28", DAY):
@@ -97,16 +147,16 @@ def test_push_follows_its_view_only_when_blocking_checks_passed(tmp_path, catalo
         assets=with_automation(build_asset_defs(cat), cat).assets, resources={"store": store_resource}
     )
     view = cat.views["user_context"]
-    baseline = dg.evaluate_automation_conditions(defs=defs, instance=pg_instance)
+    baseline = dg.evaluate_automation_conditions(defs=defs, instance=own_instance)
     assert run(
-        cat, pg_instance, store_resource, [raw_key(cat.sources["online_retail"])], first="2011-02-27", last=DAY
+        cat, own_instance, store_resource, [raw_key(cat.sources["online_retail"])], first="2011-02-27", last=DAY
     ).success
-    first = dg.evaluate_automation_conditions(defs=defs, instance=pg_instance, cursor=baseline.cursor)
+    first = dg.evaluate_automation_conditions(defs=defs, instance=own_instance, cursor=baseline.cursor)
     # The view follows its source, and the push follows the view in the same request.
     assert first.get_requested_partitions(feature_key(view)) == {DAY}
     assert first.get_requested_partitions(online_key(view)) == {DAY}
-    assert run(cat, pg_instance, store_resource, chain(cat), partition=DAY).success  # what the daemon launches
-    second = dg.evaluate_automation_conditions(defs=defs, instance=pg_instance, cursor=first.cursor)
+    assert run(cat, own_instance, store_resource, chain(cat), partition=DAY).success  # what the daemon launches
+    second = dg.evaluate_automation_conditions(defs=defs, instance=own_instance, cursor=first.cursor)
     assert second.total_requested == 0
     store = store_resource.online_store(OnlineLayout.from_catalog(cat))
     serving = store.serving_version("user_context")
@@ -116,13 +166,13 @@ def test_push_follows_its_view_only_when_blocking_checks_passed(tmp_path, catalo
     real_data(DAY, DAY).with_columns(pl.lit("Atlantis").alias("Country")).write_parquet(
         folder / f"retail_{DAY}.parquet"
     )
-    assert run(cat, pg_instance, store_resource, [raw_key(cat.sources["online_retail"])], partition=DAY).success
-    third = dg.evaluate_automation_conditions(defs=defs, instance=pg_instance, cursor=second.cursor)
+    assert run(cat, own_instance, store_resource, [raw_key(cat.sources["online_retail"])], partition=DAY).success
+    third = dg.evaluate_automation_conditions(defs=defs, instance=own_instance, cursor=second.cursor)
     assert third.get_requested_partitions(feature_key(view)) == {DAY}
-    failed = run(cat, pg_instance, store_resource, chain(cat), partition=DAY)
+    failed = run(cat, own_instance, store_resource, chain(cat), partition=DAY)
     assert not failed.success
     assert not [e for e in failed.get_asset_materialization_events() if e.asset_key == online_key(view)]
-    fourth = dg.evaluate_automation_conditions(defs=defs, instance=pg_instance, cursor=third.cursor)
+    fourth = dg.evaluate_automation_conditions(defs=defs, instance=own_instance, cursor=third.cursor)
     assert fourth.get_num_requested(online_key(view)) == 0
     assert store.serving_version("user_context") == serving
 
@@ -195,6 +245,74 @@ def test_definitions_wire_sensors_checks_and_conditions():
     assert {s.name for s in defs.sensors} == {"online_retail_arrivals", "feature_automation"}
     online = graph.get(dg.AssetKey(["online", "user_context"]))
     assert "all_deps_blocking_checks_passed" in str(online.automation_condition.get_snapshot())
-    assert graph.get(dg.AssetKey(["features", "user_context"])).automation_condition.get_label() == "eager"
+    assert graph.get(dg.AssetKey(["features", "user_context"])).automation_condition.get_label() == "eager_or_late_data"
     checks = {k.name for k in graph.asset_check_keys}
     assert {"partition_freshness", "online_freshness", "roundtrip", "gx_suite", "drift"} <= checks
+
+
+def test_late_raw_data_rematerializes_exactly_the_feature_partitions_whose_window_contains_it(
+    tmp_path, catalog, own_instance, store_resource
+):
+    """Before: `eager()` only looks at the latest time window, so a late file for an old day never reached the
+    feature partitions computed from it."""
+    folder = tmp_path / "landing"
+    folder.mkdir()
+    first, last, late_days = "2011-01-20", "2011-03-01", ("2011-01-25", "2011-02-25")
+    for day in pl.date_range(date(2011, 1, 20), date(2011, 3, 1), eager=True).cast(pl.String):
+        rows = real_data(day, day)
+        # The late days first arrive without their last 200 lines; those come later in one late file.
+        (rows.head(rows.height - 200) if day in late_days else rows).write_parquet(folder / f"retail_{day}.parquet")
+    cat = landing_catalog(catalog, folder, start=date(2011, 1, 20))
+    cat = dataclasses.replace(
+        cat, views={"item_popularity": cat.views["item_popularity"]}, services={}, training_sets={}
+    )
+    view, source = cat.views["item_popularity"], cat.sources["online_retail"]
+    assert view.lookback == timedelta(days=30)
+    defs = dg.Definitions(
+        assets=with_automation(build_asset_defs(cat), cat).assets, resources={"store": store_resource}
+    )
+    baseline = dg.evaluate_automation_conditions(defs=defs, instance=own_instance)
+    assert run(cat, own_instance, store_resource, [raw_key(source)], first=first, last=last).success
+    # Feature partitions from Jan 22, except Feb 10 (missing: a backfill's job, not late data's).
+    for lo, hi in (("2011-01-22", "2011-02-09"), ("2011-02-11", last)):
+        assert run(cat, own_instance, store_resource, [feature_key(view)], first=lo, last=hi).success
+    uri = store_resource.settings.feature_table("item_popularity")
+    before = pl.read_delta(uri)
+    settled = dg.evaluate_automation_conditions(defs=defs, instance=own_instance, cursor=baseline.cursor)
+    assert settled.get_requested_partitions(feature_key(view)) <= {last}  # at most the latest window (eager)
+    if settled.get_num_requested(feature_key(view)):
+        assert run(cat, own_instance, store_resource, [feature_key(view)], partition=last).success
+        settled = dg.evaluate_automation_conditions(defs=defs, instance=own_instance, cursor=settled.cursor)
+    assert settled.get_num_requested(feature_key(view)) == 0
+
+    # The late file: the sensor asks for exactly its days; ingest them as the daemon would.
+    pl.concat([real_data(d, d).tail(200) for d in late_days]).write_parquet(folder / "late.parquet")
+    requests, _, problems = scan_arrivals(source, cat, json_cursor(folder))
+    assert not problems and [(r.tags[RANGE_START], r.tags[RANGE_END]) for r in requests] == [(d, d) for d in late_days]
+    for day in late_days:
+        assert run(cat, own_instance, store_resource, [raw_key(source)], partition=day).success
+
+    ticked = dg.evaluate_automation_conditions(defs=defs, instance=own_instance, cursor=settled.cursor)
+
+    def days(lo: date, hi: date) -> set[str]:
+        return {str(d) for d in pl.date_range(lo, hi, eager=True)}
+
+    # Partition D reads raw D-29..D: Jan 25 is in the windows of Jan 25..Feb 23 (not Feb 24), Feb 25 in those of
+    # Feb 25..Mar 26, bounded by the source's last day. Only existing partitions (not Feb 10).
+    expected = (days(date(2011, 1, 25), date(2011, 2, 23)) | days(date(2011, 2, 25), date(2011, 3, 1))) - {"2011-02-10"}
+    assert ticked.get_requested_partitions(feature_key(view)) == expected
+    # The push follows only the latest window: an old partition never goes online.
+    assert ticked.get_requested_partitions(online_key(view)) <= {last}
+
+    for lo, hi in _ranges(sorted(expected)):  # what the daemon's backfill runs
+        assert run(cat, own_instance, store_resource, [feature_key(view)], first=lo, last=hi).success
+    after = pl.read_delta(uri)
+    for day in sorted(set(before["partition_date"])):
+        old = before.filter(pl.col("partition_date") == day).drop("event_timestamp")
+        new = after.filter(pl.col("partition_date") == day).drop("event_timestamp")
+        if day in expected:  # the late lines count in every window that contains their day
+            assert new["units_sold_30d"].sum() > old["units_sold_30d"].sum(), day
+        else:
+            assert new.equals(old), day
+    again = dg.evaluate_automation_conditions(defs=defs, instance=own_instance, cursor=ticked.cursor)
+    assert again.get_num_requested(feature_key(view)) == 0
