@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -136,3 +136,25 @@ def _commit(version: int, info: dict[str, Any]) -> Commit:
         operation=info.get("operation", ""),
         metadata={k: v for k, v in info.items() if k not in _STANDARD},
     )
+
+
+def covered_partitions(uri: str, partition_column: str) -> set[str]:
+    """Daily partitions the table's writers declared they wrote, rows or not, plus every partition with a file.
+
+    A commit's `partitions` metadata ("first..last", set by our writers) says which days it replaced: a day
+    ingested with zero rows (a closed shop) is covered although no file holds it. Empty if no table."""
+    try:
+        history = read_history(uri, partition_column=partition_column)
+    except HistoryError:
+        return set()
+    covered = {f.partition for f in history.files if f.removed is None and f.partition}
+    for entry in history.commits.values():
+        span = entry.metadata.get("partitions")
+        if not isinstance(span, str) or ".." not in span:
+            continue
+        try:
+            first, last = (date.fromisoformat(d) for d in span.split("..", 1))
+        except ValueError:
+            continue
+        covered.update((first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1))
+    return covered
