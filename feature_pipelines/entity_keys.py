@@ -96,7 +96,10 @@ def normalize_keys(entity: Entity, values: pl.Series, where: str) -> pl.Series:
     try:
         checked = check_keys(entity, values)
     except ColumnTypeError as exc:
-        raise EntityKeyError(f"{where}: {exc} (entity {entity.name!r} keys are {entity.polars_dtype})") from exc
+        raise EntityKeyError(
+            f"{where}: column {values.name!r}, rule {exc.rule}: {len(values)} of {len(values)} values {exc.meaning} "
+            f"(entity {entity.name!r} keys are {entity.polars_dtype})"
+        ) from exc
     if checked.failures:
         raise EntityKeyError("\n".join(describe(checked.failures, values, where, values.name)))
     return checked.values

@@ -30,7 +30,13 @@ _ASCII_CLASSES = {
 
 
 class ColumnTypeError(ValueError):
-    """A whole column has a type that cannot become the declared one (e.g. integers for a timestamp)."""
+    """A whole column has a type that cannot become the declared one (e.g. integers for a timestamp).
+
+    `meaning` reads after "N rows", e.g. "hold Int64 numbers where a timestamp is declared"."""
+
+    def __init__(self, column: str, rule: str, meaning: str) -> None:
+        self.column, self.rule, self.meaning = column, rule, meaning
+        super().__init__(f"column {column!r}, rule {rule}: values {meaning}")
 
 
 @dataclass(frozen=True)
@@ -128,12 +134,12 @@ def lossless_cast(values: pl.Series, target: pl.DataType, *, timestamp_format: s
         parsed = values.str.strptime(pl.Date, "%Y-%m-%d", strict=False)
         return _with_failures(parsed, values, "unparseable_date", "cannot be parsed as a date (YYYY-MM-DD)")
     if target == pl.String:
-        if source == pl.Binary:
-            text = values.cast(pl.String, strict=False)
+        if source == pl.Binary:  # polars refuses the whole column on one bad value: decode each
+            text = pl.Series(name, [_utf8(b) for b in values.to_list()], dtype=pl.String)
             return _with_failures(text, values, "invalid_utf8", "are bytes that are not valid UTF-8")
         if source.is_integer() or isinstance(source, pl.Categorical | pl.Enum):
             return Cast(values.cast(pl.String))
-        raise ColumnTypeError(f"column {name!r} is {source}, not text: refusing to turn it into strings")
+        raise ColumnTypeError(name, "dtype", f"hold {source} values where text is declared (not turned into text)")
     if target.is_integer():
         return _to_integer(values, target)
     if target.is_float():
@@ -148,9 +154,18 @@ def lossless_cast(values: pl.Series, target: pl.DataType, *, timestamp_format: s
         cast = values.cast(target, strict=False)
         back = cast.cast(source, strict=False)
     except pl.exceptions.PolarsError as exc:
-        raise ColumnTypeError(f"column {name!r} is {source}, which cannot become {target}") from exc
+        raise ColumnTypeError(name, "dtype", f"hold {source} values, which cannot become {target}") from exc
     bad = values.is_not_null() & (cast.is_null() | (back != values).fill_null(True))
     return _failed(cast, ("lossy_conversion", bad, f"cannot become {target} exactly (the file stores {source})"))
+
+
+def _utf8(data: bytes | None) -> str | None:
+    if data is None:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 def _with_failures(converted: pl.Series, original: pl.Series, rule: str, meaning: str) -> Cast:
@@ -187,7 +202,7 @@ def _to_integer(values: pl.Series, target: pl.DataType) -> Cast:
                 f"are outside the range of {target}",
             ),
         )
-    raise ColumnTypeError(f"column {values.name!r} is {source}, which cannot become {target}")
+    raise ColumnTypeError(values.name, "dtype", f"hold {source} values, which cannot become {target}")
 
 
 def _to_float(values: pl.Series, target: pl.DataType) -> Cast:
@@ -206,7 +221,7 @@ def _to_float(values: pl.Series, target: pl.DataType) -> Cast:
         back = cast.cast(source, strict=False)
         bad = values.is_not_null() & (back != values).fill_null(True)
         return _failed(cast, ("not_exact_as_float", bad, f"are decimals {target} cannot hold exactly"))
-    raise ColumnTypeError(f"column {values.name!r} is {source}, which cannot become {target}")
+    raise ColumnTypeError(values.name, "dtype", f"hold {source} values, which cannot become {target}")
 
 
 def _to_datetime(values: pl.Series, target: pl.Datetime, fmt: str | None) -> Cast:
@@ -222,7 +237,7 @@ def _to_datetime(values: pl.Series, target: pl.Datetime, fmt: str | None) -> Cas
                 out = out.dt.convert_time_zone(target.time_zone)
         elif target.time_zone is not None:
             raise ColumnTypeError(
-                f"column {name!r} holds naive timestamps where {target.time_zone} timestamps are declared"
+                name, "dtype", f"hold naive timestamps where {target.time_zone} timestamps are declared"
             )
         cast = out.dt.cast_time_unit(unit)
         # ns -> us drops sub-microsecond digits: refuse rather than truncate.
@@ -241,9 +256,11 @@ def _to_datetime(values: pl.Series, target: pl.Datetime, fmt: str | None) -> Cas
         )
     if source.is_integer() or source.is_float():
         raise ColumnTypeError(
-            f"column {name!r} holds {source} numbers where a timestamp is declared: epoch numbers are "
-            "not guessed into timestamps (seconds? milliseconds? which zone?); write timestamps in the file"
+            name,
+            "epoch_numbers",
+            f"hold {source} numbers where a timestamp is declared: epoch numbers are never guessed into "
+            "timestamps (seconds? milliseconds? which zone?); write timestamps in the file",
         )
     if source == pl.Date:
-        raise ColumnTypeError(f"column {name!r} holds dates without a time where a timestamp is declared")
-    raise ColumnTypeError(f"column {name!r} is {source}, which cannot become a timestamp")
+        raise ColumnTypeError(name, "dtype", "hold dates without a time where a timestamp is declared")
+    raise ColumnTypeError(name, "dtype", f"hold {source} values, which cannot become a timestamp")

@@ -98,7 +98,8 @@ def read_table(source: BatchSource, path: str) -> pl.DataFrame | None:
     except Exception as exc:  # noqa: BLE001 - whatever the reader says, the file is unreadable: name it
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CorruptFileError(
-            f"{path}: cannot be read as {source.format} (corrupt, truncated or not a {source.format} file): {reason}"
+            f"{path}: cannot be read as {source.format} (rule readable: corrupt, truncated or not a "
+            f"{source.format} file; {size:,} bytes): {reason}"
         ) from exc
 
 
@@ -112,7 +113,8 @@ def gate_file(
     missing = [c for c in source.schema if c not in raw.columns]
     if missing:
         raise SourceError(
-            f"{path}: missing column(s) {missing} declared by source {source.name!r} (the file has {raw.columns})"
+            f"{path}: missing column(s) {missing} declared by source {source.name!r} (rule required_columns; "
+            f"the file has {raw.columns}, {raw.height} rows); the file is rejected"
         )
     notes = []
     extra = [c for c in raw.columns if c not in source.schema]
@@ -128,7 +130,10 @@ def gate_file(
         try:
             cast = lossless_cast(raw[name], target, timestamp_format=source.timestamp_format)
         except ColumnTypeError as exc:
-            raise SourceError(f"{path}: {exc}; the file is rejected") from exc
+            raise SourceError(
+                f"{path}: column {name!r}, rule {exc.rule}: {raw.height} of {raw.height} rows {exc.meaning}; "
+                "the file is rejected"
+            ) from exc
         values = cast.values
         if cast.note:
             notes.append(f"column {name!r}: {cast.note}")

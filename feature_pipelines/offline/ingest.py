@@ -166,7 +166,8 @@ def ingest(
         reported = "".join(f"; {o}" for o in outside)
         raise ShrinkError(
             f"source {source.name!r}: files {[Path(f).name for f in files]} would shrink {len(shrunk)} day(s) that "
-            f"already had rows by more than max_shrink={source.max_shrink:.0%} or to zero: {listing}{more}"
+            f"already had rows by more than max_shrink={source.max_shrink:.0%} or to zero (rule max_shrink): "
+            f"{listing}{more}"
             f"{reported}. Nothing was committed. If the smaller delivery is right, re-run with --allow-shrink "
             "(fstore ingest) or the run tag allow_shrink=true (Dagster)."
         )
@@ -212,9 +213,13 @@ def _refuse_shared_days(gated: list[GatedFile]) -> None:
     shared = {d: paths for d, paths in owners.items() if len(paths) > 1}
     if shared:
         day = min(shared)
+        rows = [
+            f"{g.path}: {g.frame.filter(pl.col(EVENT_DATE) == day).height} rows" for g in gated if g.path in shared[day]
+        ]
         raise SourceError(
-            f"{len(shared)} day(s) are delivered by more than one file, e.g. {day} in {shared[day]}: a re-delivery "
-            "must replace the earlier file, not sit beside it (its rows would count twice). Nothing was committed."
+            f"{len(shared)} day(s) are delivered by more than one file (rule one_file_per_day), e.g. {day} by "
+            f"{'; '.join(rows)}. A re-delivery must replace the earlier file, not sit beside it (its rows would "
+            "count twice). Nothing was committed."
         )
 
 
