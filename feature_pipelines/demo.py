@@ -105,7 +105,8 @@ def failure_reasons(result: dg.ExecuteInProcessResult) -> list[str]:
 
 def summary(catalog: Catalog, settings: Settings, instance: dg.DagsterInstance, console: Console) -> None:
     """Delta tables, the latest check evaluations and what Redis serves: names never cut (80 columns)."""
-    tables = Table(title=f"Delta tables ({os.path.relpath(settings.lake_dir.resolve())}/)")
+    lake = os.path.relpath(settings.lake_dir.resolve())
+    tables = Table(title=f"Delta tables ({settings.lake_dir.resolve() if lake.startswith('..') else lake}/)")
     tables.add_column("table", no_wrap=True)
     for col in ("rows", "days", "Delta v"):
         tables.add_column(col, justify="right", no_wrap=True)
