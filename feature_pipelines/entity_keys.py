@@ -113,6 +113,14 @@ def normalize_ids(entity: Entity, ids: Sequence[Any], where: str = "ids") -> lis
     instead of read as an unknown key."""
     try:
         series = pl.Series(entity.join_key, list(ids), strict=True)
-    except (TypeError, pl.exceptions.PolarsError):  # mixed python types: compare them as text
-        series = pl.Series(entity.join_key, [None if i is None else str(i) for i in ids], dtype=pl.String)
+    except (TypeError, pl.exceptions.PolarsError):  # mixed python types: read them as text, exactly
+        series = pl.Series(entity.join_key, [_text(i) for i in ids], dtype=pl.String)
     return normalize_keys(entity, series, where).to_list()
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)

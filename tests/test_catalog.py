@@ -140,3 +140,31 @@ def test_declared_inputs_must_be_source_columns(tmp_path):
     )
     problems = problems_of(tmp_path, views=body)
     assert any("user_clicks:clicks: inputs ['nope'] are not raw columns" in p for p in problems)
+
+
+def test_source_contracts_and_key_rules_are_validated(tmp_path):
+    body = HEADER.replace(
+        'event_time="ts",',
+        'event_time="ts", max_shrink=1.5, closures=((date(2024, 1, 9), date(2024, 1, 2)),),\n'
+        '                     contracts={"nope": ColumnContract(not_null=True), "n": ColumnContract(pattern="(",\n'
+        '                                max_length=3, unless="n >"), "user_id": ColumnContract(min=5, max=1)},',
+    ).replace(
+        'user = Entity(name="user", join_key="user_id", dtype=pl.Int64)',
+        'user = Entity(name="user", join_key="user_id", dtype=pl.String, pattern="[", min=1)',
+    )
+    body = body.replace("import BatchSource,", "import BatchSource, ColumnContract,")
+    problems = "\n".join(problems_of(tmp_path, views=body + GOOD_VIEW))
+    for expected in (
+        "column 'nope': contract for a column the schema does not declare",
+        "column 'n': pattern '(' does not compile",
+        "column 'n': max_length needs a String column, not Int64",
+        "column 'n': unless 'n >' is not a valid condition",
+        "column 'user_id': min 5 is above max 1",
+        "max_shrink must be within 0..1, got 1.5",
+        "closure (datetime.date(2024, 1, 9), datetime.date(2024, 1, 2)) must be a date or a (first, last) pair",
+        "column 'user_id' holds 'user' keys, declared Int64 here but String on the entity",
+        "Entity 'user': pattern '[' does not compile",
+        "Entity 'user': min/max need numeric keys, not String",
+    ):
+        assert expected in problems, expected
+    assert "views.py:" in problems
