@@ -40,9 +40,10 @@ online_retail = BatchSource(
     column_names="snake_case",
     start=date(2010, 12, 1),
     end=date(2011, 12, 9),
-    # Days the shop sold nothing (besides Saturdays): Christmas, and the 2011 UK bank holidays (Easter, the
-    # royal wedding, May, spring and summer). Freshness and completeness checks stay quiet on them.
+    # Days the shop sold nothing: Saturdays, Christmas, and the 2011 UK bank holidays (Easter, the royal
+    # wedding, May, spring and summer). Freshness and completeness checks stay quiet on them.
     closures=(
+        "Saturday",
         (date(2010, 12, 24), date(2011, 1, 3)),
         (date(2011, 4, 22), date(2011, 4, 25)),
         (date(2011, 4, 29), date(2011, 5, 2)),

@@ -19,6 +19,7 @@ import polars as pl
 
 from feature_pipelines.spec import (
     SENSITIVITIES,
+    WEEKDAYS,
     BatchSource,
     Entity,
     FeatureService,
@@ -212,9 +213,13 @@ def _validate_source_contracts(where: str, source: BatchSource, catalog: Catalog
     if not 0 <= source.max_shrink <= 1:
         problems.append(f"{where}: max_shrink must be within 0..1, got {source.max_shrink}")
     for closure in source.closures:
+        if isinstance(closure, str):
+            if closure not in WEEKDAYS:
+                problems.append(f"{where}: closure {closure!r} is not a weekday name ({', '.join(WEEKDAYS)})")
+            continue
         first, last = closure if isinstance(closure, tuple) else (closure, closure)
         if not (isinstance(first, date) and isinstance(last, date)) or first > last:
-            problems.append(f"{where}: closure {closure!r} must be a date or a (first, last) pair of dates")
+            problems.append(f"{where}: closure {closure!r} must be a date, a (first, last) pair or a weekday name")
     keys = {e.join_key: e for e in catalog.entities.values()}
     for name, dtype in dtypes.items():
         entity = keys.get(source.column(name))

@@ -136,7 +136,8 @@ class BatchSource:
             unless more than `max_bad_fraction` of a file's rows are bad (then the file is refused).
         max_shrink: a re-delivery may not shrink a day that had rows by more than this fraction, nor to zero,
             without an explicit override (`fstore ingest --allow-shrink`, run tag `allow_shrink=true`).
-        closures: days or (first, last) ranges in which the source is expected to be silent (holidays).
+        closures: days, (first, last) ranges or weekday names ("Saturday") on which the source is expected to
+            be silent (holidays, a shop closed on Saturdays).
     """
 
     name: str
@@ -155,7 +156,7 @@ class BatchSource:
     on_bad_rows: Literal["reject", "quarantine"] = "reject"
     max_bad_fraction: float = 0.01
     max_shrink: float = 0.5
-    closures: tuple[date | tuple[date, date], ...] = ()
+    closures: tuple[date | tuple[date, date] | str, ...] = ()
     defined_at: str = field(default="", compare=False, repr=False)
 
     def column(self, source_name: str) -> str:
@@ -178,13 +179,21 @@ class BatchSource:
         path = Path(self.location)
         return str(path if path.is_absolute() else base / path)
 
-    def closed_days(self) -> frozenset[date]:
-        """Every day of a declared closure: expected gaps, on which freshness and completeness stay quiet."""
-        days: set[date] = set()
+    def is_closed(self, day: date) -> bool:
+        """Whether `day` is a declared closure: an expected gap, on which freshness and completeness stay quiet."""
         for closure in self.closures:
-            first, last = closure if isinstance(closure, tuple) else (closure, closure)
-            days.update(first + timedelta(days=i) for i in range((last - first).days + 1))
-        return frozenset(days)
+            if isinstance(closure, str):
+                if WEEKDAYS.index(closure) == day.weekday():
+                    return True
+            elif isinstance(closure, tuple):
+                if closure[0] <= day <= closure[1]:
+                    return True
+            elif closure == day:
+                return True
+        return False
+
+
+WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
 
 @dataclass(frozen=True, kw_only=True)

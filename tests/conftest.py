@@ -113,10 +113,10 @@ DAY = "2011-03-01"
 RANGE = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
 
 
-def run(catalog, instance, store, keys, *, partition=None, first=None, last=None):
+def run(catalog, instance, store, keys, *, partition=None, first=None, last=None, tags=None):
     defs = build_asset_defs(catalog)
     assets = [a for a in defs.assets if any(k in a.keys for k in keys)]
-    tags = {RANGE[0]: first, RANGE[1]: last} if first else None
+    tags = {**({RANGE[0]: first, RANGE[1]: last} if first else {}), **(tags or {})} or None
     return dg.materialize(
         assets, instance=instance, partition_key=partition, tags=tags, resources={"store": store}, raise_on_error=False
     )

@@ -15,7 +15,7 @@ import polars as pl
 
 from feature_pipelines.catalog import Catalog
 from feature_pipelines.offline.compute import partition_end
-from feature_pipelines.spec import EVENT_DATE, PARTITION_DATE, FeatureView
+from feature_pipelines.spec import EVENT_DATE, PARTITION_DATE, BatchSource, FeatureView
 
 
 @dataclass(frozen=True)
@@ -45,21 +45,20 @@ def partition_health(
     got = frame.select(key, pl.col(PARTITION_DATE).alias(EVENT_DATE))
     active_n = dict(active.group_by(EVENT_DATE).len().iter_rows())
     covered_n = dict(active.join(got, on=[key, EVENT_DATE], how="semi").group_by(EVENT_DATE).len().iter_rows())
-    closed = source.closed_days()
     out = []
     for name, end, idx in zip(names, ends, last_before, strict=True):
-        lag = end - times[idx - 1] - closed_time(closed, times[idx - 1], end) if idx > 0 else None
+        lag = end - times[idx - 1] - closed_time(source, times[idx - 1], end) if idx > 0 else None
         out.append(PartitionHealth(name, lag, active_n.get(name, 0), covered_n.get(name, 0)))
     return out
 
 
-def closed_time(closed: frozenset[date], since: datetime, until: datetime) -> timedelta:
+def closed_time(source: BatchSource, since: datetime, until: datetime) -> timedelta:
     """How much of `since..until` falls on declared closure days (UTC days): a closed shop is not a stale
     source, so that time does not count as lag."""
     total = timedelta(0)
     day = since.date()
     while day <= until.date():
-        if day in closed:
+        if source.is_closed(day):
             start = datetime.combine(day, time(), tzinfo=UTC)
             overlap = min(until, start + timedelta(days=1)) - max(since, start)
             total += max(overlap, timedelta(0))

@@ -24,8 +24,7 @@ def required_raw_days(view: FeatureView, source: BatchSource, days: list[date]) 
     """Raw days partitions `days` read that must be ingested: not before the source's start, not closures."""
     lo, hi = raw_range_for(view, min(days), max(days))
     lo = max(lo, source.start)
-    closed = source.closed_days()
-    return [d for d in (lo + timedelta(days=i) for i in range((hi - lo).days + 1)) if d not in closed]
+    return [d for d in (lo + timedelta(days=i) for i in range((hi - lo).days + 1)) if not source.is_closed(d)]
 
 
 def missing_raw_days(view: FeatureView, source: BatchSource, raw_uri: str, days: list[date]) -> list[date]:

@@ -139,22 +139,37 @@ def _commit(version: int, info: dict[str, Any]) -> Commit:
 
 
 def covered_partitions(uri: str, partition_column: str) -> set[str]:
-    """Daily partitions the table's writers declared they wrote, rows or not, plus every partition with a file.
+    """Daily partitions the table's writers declared they covered, rows or not, plus every partition with a file.
 
-    A commit's `partitions` metadata ("first..last", set by our writers) says which days it replaced: a day
-    ingested with zero rows (a closed shop) is covered although no file holds it. Empty if no table."""
+    A commit's `covered_days` metadata (a JSON list of "first..last" spans or days, set by ingest) says which
+    days its delivery covered: a day covered with zero rows (a closed shop) is known although no file holds
+    it. Commits without it fall back to `partitions` ("first..last", the days they replaced). Empty if no
+    table."""
     try:
         history = read_history(uri, partition_column=partition_column)
     except HistoryError:
         return set()
     covered = {f.partition for f in history.files if f.removed is None and f.partition}
     for entry in history.commits.values():
-        span = entry.metadata.get("partitions")
-        if not isinstance(span, str) or ".." not in span:
-            continue
-        try:
-            first, last = (date.fromisoformat(d) for d in span.split("..", 1))
-        except ValueError:
-            continue
-        covered.update((first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1))
+        spans = entry.metadata.get("covered_days")
+        if isinstance(spans, str):
+            try:
+                listed = json.loads(spans)
+            except ValueError:
+                listed = []
+        else:
+            listed = [entry.metadata.get("partitions")]
+        for span in listed:
+            covered.update(_days(span))
     return covered
+
+
+def _days(span: object) -> list[str]:
+    if not isinstance(span, str):
+        return []
+    first_text, _, last_text = span.partition("..")
+    try:
+        first, last = date.fromisoformat(first_text), date.fromisoformat(last_text or first_text)
+    except ValueError:
+        return []
+    return [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]

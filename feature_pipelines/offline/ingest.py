@@ -2,8 +2,11 @@
 
 The Dagster raw asset and `fstore ingest` both call `ingest()`: the same gate, the same guards and the same
 commit metadata. Nothing is committed unless every file passed and every guard held; then the run's days
-are replaced in one Delta commit whose metadata lists the days it covers (`partitions`), so a day ingested
-with zero rows (a closed shop) still counts as ingested (`history.covered_partitions`).
+are replaced in one Delta commit whose metadata lists the days it replaced (`partitions`) and the days the
+delivery covers (`covered_days`): the days between the first and the last event of each file. A day
+covered with zero rows (a Saturday inside a file) counts as ingested (`history.covered_partitions`); a day
+of the run that no file spans (its file has not arrived) does not, so no feature window counts it as
+complete.
 
 Guards (invariant 2: a good day is never wiped by a bad re-delivery):
 - A re-delivery may not shrink a day that had rows by more than the source's `max_shrink`, nor to zero,
@@ -21,7 +24,7 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -102,6 +105,7 @@ class IngestResult:
     quarantined: int
     outside: list[Outside]
     shrunk: dict[str, tuple[int, int]]
+    covered: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=dict)
 
@@ -115,6 +119,12 @@ class IngestResult:
             f"Delta v{self.commit.version}"
         ]
         lines += [f"  not written: {o}" for o in self.outside]
+        uncovered = [d for d in self.rows_by_day if d not in set(self.covered)]
+        if uncovered:
+            lines.append(
+                f"  not counted as ingested (no delivered file spans them): {_spans(uncovered)}; feature windows "
+                "over them stay incomplete until their files arrive (or declare them closures)"
+            )
         if self.quarantined:
             lines.append(f"  quarantined: {self.quarantined} bad rows (lake/quarantine/{self.source})")
         lines += [f"  shrunk with --allow-shrink: {d} {a} -> {b} rows" for d, (a, b) in self.shrunk.items()]
@@ -171,6 +181,8 @@ def ingest(
             f"{reported}. Nothing was committed. If the smaller delivery is right, re-run with --allow-shrink "
             "(fstore ingest) or the run tag allow_shrink=true (Dagster)."
         )
+    spans = [(g.frame[EVENT_DATE].min(), g.frame[EVENT_DATE].max()) for g in gated if g.frame.height]
+    covered = [d for d in days if any(lo <= d <= hi for lo, hi in spans)]
     hashes = {g.path: file_sha256(g.path) for g in gated}
     notes = [f"{Path(g.path).name}: {n}" for g in gated for n in g.notes]
     quarantined = sum(g.bad_rows for g in gated)
@@ -178,6 +190,7 @@ def ingest(
         **(commit_metadata or {}),
         "source": source.name,
         "partitions": f"{first}..{last}",
+        "covered_days": json.dumps(_span_list(covered)),
         "source_files": json.dumps(hashes),
         "rows_by_file": json.dumps({g.path: g.frame.height for g in gated}),
         "quarantined_rows": str(quarantined),
@@ -193,7 +206,19 @@ def ingest(
         if g.quarantined is not None:
             quarantine.write(quarantine_uri, g.quarantined, sha256=hashes[g.path], run_id=run_id)
     result = IngestResult(
-        source.name, first, last, commit, rows_by_day, previous, hashes, quarantined, outside, shrunk, notes, metadata
+        source.name,
+        first,
+        last,
+        commit,
+        rows_by_day,
+        previous,
+        hashes,
+        quarantined,
+        outside,
+        shrunk,
+        covered,
+        notes,
+        metadata,
     )
     if log:
         for line in result.summary().splitlines()[1:]:
@@ -262,3 +287,18 @@ def covered_range(source: BatchSource, frame: pl.DataFrame) -> tuple[date, date]
     if inside.is_empty():
         return None
     return date.fromisoformat(inside.min()), date.fromisoformat(inside.max())  # type: ignore[arg-type]
+
+
+def _span_list(days: list[str]) -> list[str]:
+    """Sorted ISO days as contiguous spans: `["2011-01-04..2011-01-06", "2011-01-09"]`."""
+    spans: list[list[str]] = []
+    for day in sorted(days):
+        if spans and date.fromisoformat(day) - date.fromisoformat(spans[-1][1]) == timedelta(days=1):
+            spans[-1][1] = day
+        else:
+            spans.append([day, day])
+    return [a if a == b else f"{a}..{b}" for a, b in spans]
+
+
+def _spans(days: list[str]) -> str:
+    return ", ".join(_span_list(days))

@@ -46,11 +46,10 @@ def _with_closures_before(source: BatchSource, days: list[str]) -> list[str]:
     """The days plus the declared closure days right before each of them: no file arrives for a closed day, so
     the first delivery after a closure also records the closure as ingested (zero rows), and the feature
     windows spanning it stay complete for automation."""
-    closed = source.closed_days()
     out = set(days)
     for day in days:
         previous = date.fromisoformat(day) - timedelta(days=1)
-        while previous in closed and previous >= source.start and previous.isoformat() not in out:
+        while source.is_closed(previous) and previous >= source.start and previous.isoformat() not in out:
             out.add(previous.isoformat())
             previous -= timedelta(days=1)
     return sorted(out)

@@ -57,6 +57,7 @@ def build_source_asset(source: BatchSource, catalog: Catalog) -> dg.AssetsDefini
             raise dg.Failure(description=f"ingest failed, nothing was committed: {exc}", allow_retries=False) from exc
         context.log.info(result.summary().splitlines()[0])
         empty_days = [d for d, n in result.rows_by_day.items() if n == 0]
+        uncovered = [d for d in result.rows_by_day if d not in set(result.covered)]
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": result.rows,
@@ -68,6 +69,7 @@ def build_source_asset(source: BatchSource, catalog: Catalog) -> dg.AssetsDefini
                 "quarantined_rows": result.quarantined,
                 "not_written": dg.MetadataValue.md("\n".join(f"- {o}" for o in result.outside) or "none"),
                 "days_without_rows": ", ".join(empty_days[:20]) + (" ..." if len(empty_days) > 20 else "") or "none",
+                "not_covered_days": ", ".join(uncovered[:20]) + (" ..." if len(uncovered) > 20 else "") or "none",
                 "allow_shrink": allow,
                 "shrunk_days": ", ".join(f"{d} ({a}->{b})" for d, (a, b) in result.shrunk.items()) or "none",
             },

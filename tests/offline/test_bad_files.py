@@ -501,15 +501,23 @@ def test_an_ambiguous_local_time_is_read_as_its_first_occurrence(tmp_path, catal
     assert gated.frame["invoice_date"].dt.strftime("%Y-%m-%d %H:%M %Z").unique().to_list() == ["2011-10-30 00:30 UTC"]
 
 
-def test_a_first_delivery_of_an_empty_day_is_recorded_as_ingested(tmp_path, catalog):
+def test_days_a_delivery_spans_are_ingested_rows_or_not_and_missing_files_are_not(tmp_path, catalog):
+    """A file spanning Friday..Monday covers the Saturday (no sales) too; a day of the run that no file spans
+    (its file has not arrived) is not counted as ingested, so no feature window is complete over it."""
     from feature_pipelines.offline.history import covered_partitions
 
     lake = Lake(tmp_path / "lake", catalog, catalog.sources["online_retail"])
-    path = tmp_path / "empty.parquet"
-    real_data("2011-01-04", "2011-01-04").head(0).write_parquet(path)
-    result = lake.deliver([path], first=date(2011, 1, 8), last=date(2011, 1, 9))  # a Saturday and a Sunday
-    assert result.rows == 0
-    assert {"2011-01-08", "2011-01-09"} <= covered_partitions(lake.raw, EVENT_DATE)
+    path = tmp_path / "fri_to_mon.parquet"
+    real_data("2011-01-07", "2011-01-10").write_parquet(path)
+    result = lake.deliver([path], first=date(2011, 1, 7), last=date(2011, 1, 12))
+    assert result.rows_by_day["2011-01-08"] == 0 and result.covered[:4] == [f"2011-01-{d:02d}" for d in (7, 8, 9, 10)]
+    assert "not counted as ingested (no delivered file spans them): 2011-01-11..2011-01-12" in result.summary()
+    covered = covered_partitions(lake.raw, EVENT_DATE)
+    assert {"2011-01-08", "2011-01-09", "2011-01-10"} <= covered and "2011-01-11" not in covered
+    empty = tmp_path / "empty.parquet"
+    real_data("2011-01-04", "2011-01-04").head(0).write_parquet(empty)
+    assert lake.deliver([empty], first=date(2011, 1, 11), last=date(2011, 1, 11)).covered == []
+    assert "2011-01-11" not in covered_partitions(lake.raw, EVENT_DATE)
 
 
 # -- end to end through the Dagster assets ------------------------------------------------------------------------
