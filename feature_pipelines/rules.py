@@ -176,6 +176,14 @@ def _to_integer(values: pl.Series, target: pl.DataType) -> Cast:
     source = values.dtype
     if source == pl.String:
         cast = values.cast(target, strict=False)
+        # "12346.0" (a float export of an integer column) is the integer 12346, exactly: within 2**53.
+        floats = values.cast(pl.Float64, strict=False)
+        whole = cast.is_null() & floats.is_finite() & (floats == floats.floor()) & (floats.abs() < MAX_EXACT_FLOAT_INT)
+        cast = (
+            pl.select(pl.when(whole).then(floats.cast(target, strict=False)).otherwise(cast))
+            .to_series()
+            .alias(values.name)
+        )
         bad = values.is_not_null() & cast.is_null()
         # Tell a number that does not fit from text that is no integer at all.
         big = bad & values.cast(pl.Int128, strict=False).is_not_null()
@@ -216,11 +224,8 @@ def _to_float(values: pl.Series, target: pl.DataType) -> Cast:
         cast = values.cast(target)
         inexact = values.cast(pl.Int128).abs() > MAX_EXACT_FLOAT_INT
         return _failed(cast, ("not_exact_as_float", inexact, f"are integers {target} cannot hold exactly"))
-    if source.is_decimal():
-        cast = values.cast(target)
-        back = cast.cast(source, strict=False)
-        bad = values.is_not_null() & (back != values).fill_null(True)
-        return _failed(cast, ("not_exact_as_float", bad, f"are decimals {target} cannot hold exactly"))
+    if source.is_decimal():  # the nearest float, as for the decimal text "2.55"
+        return Cast(values.cast(target))
     raise ColumnTypeError(values.name, "dtype", f"hold {source} values, which cannot become {target}")
 
 

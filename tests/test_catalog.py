@@ -145,7 +145,7 @@ def test_declared_inputs_must_be_source_columns(tmp_path):
 def test_source_contracts_and_key_rules_are_validated(tmp_path):
     body = HEADER.replace(
         'event_time="ts",',
-        'event_time="ts", max_shrink=1.5, closures=((date(2024, 1, 9), date(2024, 1, 2)),),\n'
+        'event_time="ts", max_shrink=1.5, closures=((date(2024, 1, 9), date(2024, 1, 2)), "Caturday"),\n'
         '                     contracts={"nope": ColumnContract(not_null=True), "n": ColumnContract(pattern="(",\n'
         '                                max_length=3, unless="n >"), "user_id": ColumnContract(min=5, max=1)},',
     ).replace(
@@ -161,7 +161,8 @@ def test_source_contracts_and_key_rules_are_validated(tmp_path):
         "column 'n': unless 'n >' is not a valid condition",
         "column 'user_id': min 5 is above max 1",
         "max_shrink must be within 0..1, got 1.5",
-        "closure (datetime.date(2024, 1, 9), datetime.date(2024, 1, 2)) must be a date or a (first, last) pair",
+        "closure (datetime.date(2024, 1, 9), datetime.date(2024, 1, 2)) must be a date, a (first, last) pair",
+        "closure 'Caturday' is not a weekday name (Monday, Tuesday,",
         "column 'user_id' holds 'user' keys, declared Int64 here but String on the entity",
         "Entity 'user': pattern '[' does not compile",
         "Entity 'user': min/max need numeric keys, not String",

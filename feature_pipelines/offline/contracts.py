@@ -261,7 +261,8 @@ def event_time_utc(
 def examples(values: pl.Series) -> list:
     """A few distinct offending values as the file had them (times as text, numbers and text as they are)."""
     out = values.unique(maintain_order=True).head(EXAMPLES).to_list()
-    return [v if v is None or isinstance(v, int | float | str) else str(v) for v in out]
+    out = [v if v is None or isinstance(v, int | float | str) else str(v) for v in out]
+    return [f"{v[:60]}... ({len(v):,} characters)" if isinstance(v, str) and len(v) > 80 else v for v in out]
 
 
 def _any(height: int, masks: list[pl.Series]) -> pl.Series:

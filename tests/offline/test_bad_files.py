@@ -247,6 +247,17 @@ KINDS = [
         accept=same_as_base,
     ),
     Kind(
+        "customer_id_as_decimal_text_csv",
+        lambda b: csv(as_text(b).with_columns(pl.col("CustomerID").cast(pl.Float64).cast(pl.String))),
+        accept=same_as_base,
+        fmt="csv",
+    ),
+    Kind(
+        "price_as_decimal_type",
+        lambda b: parquet(b.with_columns(pl.col("UnitPrice").cast(pl.Decimal(12, 2)))),
+        accept=same_as_base,
+    ),
+    Kind(
         "customer_id_above_int64",
         lambda b: parquet(
             b.with_columns(pl.col("CustomerID").cast(pl.UInt64)).with_columns(
@@ -410,6 +421,7 @@ def test_bad_file(kind: Kind, lake: Lake, base, tmp_path):
             assert f"'{kind.column}'" in message, message  # the column
         assert kind.rule in message, message  # the rule
         assert COUNT.search(message), message  # how many
+        assert len(message) < 5000  # examples are cut: a 1 MB value does not become a 1 MB message
         assert delta.table_version(lake.raw) == version  # nothing committed: the good days stay
         assert lake.content().equals(before)
     else:
