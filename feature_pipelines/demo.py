@@ -60,7 +60,8 @@ def run_main_job(
             run_config=run_config,
         )
         if not pre.success:
-            return RunOutcome(False, pre.run_id, time.perf_counter() - started, *history, failure_reasons(pre))
+            why = [f"ingesting the raw days {history[0]}..{history[1]} that the windows read:", *failure_reasons(pre)]
+            return RunOutcome(False, pre.run_id, time.perf_counter() - started, first, last, why)
     job = defs.resolve_job_def(MAIN_JOB)
     result = job.execute_in_process(
         instance=instance, tags={RANGE_START: first, RANGE_END: last}, raise_on_error=False, run_config=run_config

@@ -171,7 +171,7 @@ def gate_file(
     n_bad = int(bad.sum())
     if n_bad:
         refuse = source.on_bad_rows != "quarantine"
-        why = "the source rejects files with bad rows (on_bad_rows='reject')"
+        why = "on_bad_rows='reject': any bad row rejects the file"
         if not refuse and n_bad / raw.height > source.max_bad_fraction:
             refuse = True
             why = (
