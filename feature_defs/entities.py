@@ -1,4 +1,5 @@
-"""Who and what the features describe."""
+"""Who and what the features describe, and what their ids look like wherever they enter (ingest, training
+frames, serving reads: `feature_pipelines.entity_keys`)."""
 
 import polars as pl
 
@@ -9,6 +10,7 @@ customer = Entity(
     join_key="customer_id",
     dtype=pl.Int64,
     description="A shop customer (UCI Online Retail CustomerID); lines without one are anonymous.",
+    min=1,  # positive ids: a negative or zero id is a broken export, not a new customer
 )
 
 item = Entity(
@@ -16,4 +18,11 @@ item = Entity(
     join_key="stock_code",
     dtype=pl.String,
     description="A product, by the shop's stock code (five digits and an optional letter suffix).",
+    # `85123a` and `85123A` are the same product in the data (same descriptions): codes are upper-cased.
+    # Full-width digits (`８５１２３A`) fail the ASCII pattern: refused, never a new item.
+    normalize=("strip", "upper"),
+    pattern=r"^[0-9]{5}[A-Z]{0,3}$",
+    # Service lines that are not products (POST, DOT, M, C2, BANK CHARGES, AMAZONFEE, DCGS..., GIFT_0001_...):
+    # accepted at ingest, left out of every feature (retail_rules.product_lines), never an item key.
+    non_key_pattern=r"^[A-Z][A-Z0-9_ ]*$",
 )

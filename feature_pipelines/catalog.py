@@ -17,7 +17,7 @@ import json
 import pkgutil
 import sys
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
 from types import ModuleType
@@ -27,6 +27,7 @@ import polars as pl
 from feature_pipelines.spec import (
     SENSITIVITIES,
     VIEW_NAME,
+    WEEKDAYS,
     BatchSource,
     Entity,
     FeatureService,
@@ -34,6 +35,7 @@ from feature_pipelines.spec import (
     TrainingSetSpec,
     WindowContext,
     output_schema,
+    resolve_dtype,
     versioned_name,
 )
 
@@ -339,6 +341,9 @@ def validate(catalog: Catalog) -> list[str]:
             problems.append(f"{where}: event_time {source.event_time!r} is not in its schema")
         if source.format not in ("parquet", "csv"):
             problems.append(f"{where}: unknown format {source.format!r} (parquet or csv)")
+        problems.extend(_validate_source_contracts(where, source, catalog))
+    for entity in catalog.entities.values():
+        problems.extend(_validate_entity_keys(f"{entity.defined_at}: Entity {entity.name!r}", entity))
     for view in catalog.views.values():
         problems.extend(_validate_view(view, catalog))
     warnings: list[str] = []
@@ -358,6 +363,80 @@ def validate(catalog: Catalog) -> list[str]:
             problems.append(f"{where}: unknown feature service {ts.service!r}")
         if not Path(ts.resolve_labels(catalog.base_dir)).exists():
             problems.append(f"{where}: label table {ts.resolve_labels(catalog.base_dir)} does not exist")
+    return problems
+
+
+def _validate_source_contracts(where: str, source: BatchSource, catalog: Catalog) -> list[str]:
+    """Contracts name declared columns and make sense for their dtypes; key columns have their entity's dtype."""
+    from feature_pipelines.rules import check_pattern
+
+    problems = []
+    dtypes = {name: resolve_dtype(t) for name, t in source.schema.items()}
+    for name, contract in source.contracts.items():
+        at = f"{contract.defined_at}: BatchSource {source.name!r} column {name!r}"
+        if name not in dtypes:
+            problems.append(f"{at}: contract for a column the schema does not declare (schema: {list(dtypes)})")
+            continue
+        dtype = dtypes[name]
+        ordered = dtype.is_numeric() or dtype.is_temporal()
+        if (contract.min is not None or contract.max is not None) and not ordered:
+            problems.append(f"{at}: min/max need a numeric or temporal column, not {dtype}")
+        if contract.min is not None and contract.max is not None and contract.min > contract.max:
+            problems.append(f"{at}: min {contract.min} is above max {contract.max}")
+        if contract.pattern is not None and (error := check_pattern(contract.pattern)):
+            problems.append(f"{at}: pattern {contract.pattern!r} does not compile: {error}")
+        if contract.max_length is not None and dtype != pl.String:
+            problems.append(f"{at}: max_length needs a String column, not {dtype}")
+        if contract.allowed is not None and not contract.allowed:
+            problems.append(f"{at}: allowed is empty: no value could pass")
+        if contract.unless is not None:
+            try:
+                pl.DataFrame(schema=dtypes).select(pl.sql_expr(contract.unless))
+            except Exception as exc:  # noqa: BLE001 - any failure of the expression is reported
+                problems.append(f"{at}: unless {contract.unless!r} is not a valid condition: {exc}")
+    if source.on_bad_rows not in ("reject", "quarantine"):
+        problems.append(f"{where}: on_bad_rows must be 'reject' or 'quarantine', got {source.on_bad_rows!r}")
+    if not 0 <= source.max_bad_fraction <= 1:
+        problems.append(f"{where}: max_bad_fraction must be within 0..1, got {source.max_bad_fraction}")
+    if not 0 <= source.max_shrink <= 1:
+        problems.append(f"{where}: max_shrink must be within 0..1, got {source.max_shrink}")
+    for closure in source.closures:
+        if isinstance(closure, str):
+            if closure not in WEEKDAYS:
+                problems.append(f"{where}: closure {closure!r} is not a weekday name ({', '.join(WEEKDAYS)})")
+            continue
+        first, last = closure if isinstance(closure, tuple) else (closure, closure)
+        if not (isinstance(first, date) and isinstance(last, date)) or first > last:
+            problems.append(f"{where}: closure {closure!r} must be a date, a (first, last) pair or a weekday name")
+    keys = {e.join_key: e for e in catalog.entities.values()}
+    for name, dtype in dtypes.items():
+        entity = keys.get(source.column(name))
+        if entity is not None and dtype != entity.polars_dtype:
+            problems.append(
+                f"{where}: column {name!r} holds {entity.name!r} keys, declared {dtype} here but "
+                f"{entity.polars_dtype} on the entity ({entity.defined_at})"
+            )
+    return problems
+
+
+def _validate_entity_keys(where: str, entity: Entity) -> list[str]:
+    from feature_pipelines.rules import check_pattern
+
+    problems = []
+    dtype = entity.polars_dtype
+    for step in entity.normalize:
+        if step not in ("strip", "upper", "lower", "nfkc"):
+            problems.append(f"{where}: unknown normalization {step!r} (strip, upper, lower, nfkc)")
+    text_rules = {"normalize": entity.normalize, "pattern": entity.pattern, "non_key_pattern": entity.non_key_pattern}
+    for rule, value in text_rules.items():
+        if value and dtype != pl.String:
+            problems.append(f"{where}: {rule} needs String keys, not {dtype}")
+    for rule in ("pattern", "non_key_pattern"):
+        pattern = getattr(entity, rule)
+        if pattern and (error := check_pattern(pattern)):
+            problems.append(f"{where}: {rule} {pattern!r} does not compile: {error}")
+    if (entity.min is not None or entity.max is not None) and not dtype.is_numeric():
+        problems.append(f"{where}: min/max need numeric keys, not {dtype}")
     return problems
 
 

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(
@@ -45,6 +46,21 @@ def _store(catalog, settings):
         settings.online_versions_kept,
         lease_seconds=settings.online_lease_seconds,
     )
+
+
+FIRST_RUN = (
+    "nothing has been materialized here yet: run `fstore demo` (the whole pipeline on the shipped data), or "
+    "`fstore ingest PATH --source NAME` and the assets in the Dagster UI (`make ui`), then try again"
+)
+
+
+def _never_ran(settings, catalog, store=None) -> bool:
+    """No feature table in the lake and (if a store is given) no serving version in Redis."""
+    from feature_pipelines.offline.delta import table_version
+
+    tables = any(table_version(settings.feature_table(v)) is not None for v in catalog.views)
+    serving = store is not None and any(store.serving_version(v.name) is not None for v in catalog.online_views)
+    return not tables and not serving
 
 
 def _json_default(value: Any) -> Any:
@@ -95,6 +111,56 @@ def demo(
 
     ok = run_demo(console, first, last)
     raise typer.Exit(0 if ok else 1)
+
+
+@app.command()
+def ingest(
+    path: Annotated[Path, typer.Argument(help="a file, a folder of files, or a glob of the source's format")],
+    source: Annotated[str, typer.Option("--source", help="the BatchSource the files belong to")],
+    first: Annotated[
+        str | None, typer.Option(help="first day to replace (YYYY-MM-DD); default: the files' first")
+    ] = None,
+    last: Annotated[str | None, typer.Option(help="last day to replace; default: the files' last")] = None,
+    allow_shrink: Annotated[
+        bool, typer.Option("--allow-shrink", help="accept shrinking days that had rows (recorded in the commit)")
+    ] = False,
+) -> None:
+    """Ingest files into a source's raw Delta table: the same contract gate, guards and commit as the asset."""
+    import uuid
+
+    from feature_pipelines.offline import ingest as ingesting
+    from feature_pipelines.settings import Settings
+
+    catalog = _catalog()
+    if source not in catalog.sources:
+        errors.print(f"[red]unknown source {source!r}; known: {sorted(catalog.sources)}[/red]")
+        raise typer.Exit(2)
+    spec = catalog.sources[source]
+    settings = Settings()
+    run_id = f"fstore-ingest-{uuid.uuid4().hex[:12]}"
+    try:
+        days = [date.fromisoformat(d) if d else None for d in (first, last)]
+    except ValueError as exc:
+        errors.print(f"[red]--first/--last must be YYYY-MM-DD: {exc}[/red]")
+        raise typer.Exit(2) from exc
+    try:
+        files = ingesting.source_files(spec, Path.cwd(), str(path.resolve()) if path.exists() else str(path))
+        result = ingesting.ingest(
+            spec,
+            catalog.entities,
+            files,
+            days[0],
+            days[1],
+            raw_uri=settings.raw_table(source),
+            quarantine_uri=settings.quarantine_table(source),
+            run_id=run_id,
+            allow_shrink=allow_shrink,
+            commit_metadata={"ingested_by": "fstore ingest", "run_id": run_id},
+        )
+    except ingesting.SourceError as exc:
+        errors.print(f"[red]ingest failed, nothing was committed:\n{escape(str(exc))}[/red]")
+        raise typer.Exit(1) from exc
+    console.print(result.summary(), soft_wrap=True, highlight=False)
 
 
 @app.command()
@@ -216,7 +282,8 @@ def get(
         else:
             rows = client.get_service(service, _entity_columns(catalog, service, ids))
     except (OnlineStoreError, KeyError, ValueError) as exc:
-        errors.print(f"[red]{exc}[/red]")
+        hint = f"\n{FIRST_RUN}" if "no serving version" in str(exc) else ""
+        errors.print(f"[red]{escape(str(exc))}[/red]{hint}")
         raise typer.Exit(1) from exc
     sys.stdout.write(json.dumps([row.to_dict() for row in rows], default=_json_default, indent=2) + "\n")
 
@@ -269,6 +336,15 @@ def training_set(
         errors.print("[red]give SERVICE and ENTITIES (or --manifest M.json ENTITIES)[/red]")
         raise typer.Exit(2)
     frame = pl.read_parquet(entities)
+    if manifest is None:
+        from feature_pipelines.offline.delta import table_version
+
+        settings = Settings()
+        views = [r.view.name for r in catalog.resolve_service(service)] if service in catalog.services else []
+        absent = [v for v in dict.fromkeys(views) if table_version(settings.feature_table(v)) is None]
+        if absent:
+            errors.print(f"no feature table for {absent} under {settings.lake_dir.resolve()}: {FIRST_RUN}")
+            raise typer.Exit(1)
     n_views = len({r.view.name for r in catalog.resolve_service(service)})
     with Progress(console=errors, transient=True) as progress:
         task = progress.add_task(f"{service}: {frame.height:,} rows", total=n_views)
@@ -308,7 +384,8 @@ def catalog_command(
     from feature_pipelines.settings import Settings
 
     catalog = _catalog()
-    listing = catalog_listing.rows(catalog, None if static else Settings().feature_table)
+    settings = Settings()
+    listing = catalog_listing.rows(catalog, None if static else settings.feature_table)
     if fmt == "table":
         table = Table(title="feature catalog", box=box.SIMPLE)
         for col in listing[0]:
@@ -316,6 +393,8 @@ def catalog_command(
         for row in listing:
             table.add_row(*[str(v) for v in row.values()])
         console.print(table)
+        if not static and _never_ran(settings, catalog):
+            console.print(f"No live state (never materialized) under {settings.lake_dir.resolve()}: {FIRST_RUN}")
         return
     try:
         text = catalog_listing.render(listing, fmt)
@@ -346,11 +425,19 @@ def lineage_command(
         import dagster as dg
 
         instance = dg.DagsterInstance.get()
+    settings = Settings()
+    store = _store(catalog, settings)
     try:
-        links = lineage.chain(catalog, _store(catalog, Settings()), target, instance)
+        links = lineage.chain(catalog, store, target, instance)
     except (KeyError, OnlineStoreError) as exc:
-        errors.print(f"[red]{exc}[/red]")
+        errors.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(1) from exc
+    except OSError as exc:  # a Delta table named by Redis is gone (e.g. the lake was cleaned)
+        errors.print(f"[red]lineage of {target!r}: {escape(str(exc))}[/red]\n{FIRST_RUN}")
+        raise typer.Exit(1) from exc
+    if _never_ran(settings, catalog, store):
+        errors.print(f"[yellow]{target}: no serving version in Redis and no feature table in the lake: {FIRST_RUN}")
+        raise typer.Exit(1)
     for i, link in enumerate(links):
         console.print(f"{'  ' * i}{'└─ ' if i else ''}[bold]{link.what}[/bold]")
         for name, value in link.facts.items():
@@ -368,7 +455,11 @@ def versions(view: Annotated[str, typer.Argument(help="online feature view")]) -
 
     catalog = _catalog()
     _view_or_exit(catalog, view)
-    status = _store(catalog, Settings()).status(view)
+    settings = Settings()
+    status = _store(catalog, settings).status(view)
+    if not status.versions:
+        errors.print(f"no online version of {view!r} in Redis at {settings.redis_url}: {FIRST_RUN}")
+        raise typer.Exit(1)
     table = Table(title=f"online versions of {view}", box=box.SIMPLE)
     for col in ("version", "serving", "status", "served", "partition", "rows", "Delta v", "run", "written (UTC)"):
         table.add_column(col, no_wrap=True)
@@ -449,7 +540,8 @@ def rollback(
     try:
         done = store.rollback(view, to, ids_of=version_ids, by=_user(), reason=reason)
     except OnlineStoreError as exc:
-        errors.print(f"[red]{exc}[/red]")
+        hint = f"\n{FIRST_RUN}" if not store.versions(view) else ""
+        errors.print(f"[red]{escape(str(exc))}[/red]{hint}")
         raise typer.Exit(1) from exc
     console.print(
         f"{view}: serving version {done.version} (was {done.previous}); {done.keys_refreshed} keys refreshed; "

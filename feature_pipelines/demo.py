@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import date, timedelta
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from feature_pipelines.catalog import Catalog
@@ -18,6 +20,7 @@ from feature_pipelines.online.client import OnlineClient
 from feature_pipelines.online.connection import connect
 from feature_pipelines.online.layout import OnlineLayout
 from feature_pipelines.online.store import OnlineStore
+from feature_pipelines.orchestration.asset_keys import raw_key
 from feature_pipelines.orchestration.partitions import partitions_for
 from feature_pipelines.settings import Settings
 
@@ -31,6 +34,7 @@ class RunOutcome:
     seconds: float
     first: str
     last: str
+    reasons: list[str] = field(default_factory=list)
 
 
 def run_main_job(
@@ -40,37 +44,90 @@ def run_main_job(
 
     The demo loads the whole history into an empty lake, so the run declares itself an initial historical
     load: its partitions count as known at their ends for training sets (on a lake that already has regular
-    writes the declaration is recorded and ignored; see `training.py`)."""
+    writes the declaration is recorded and ignored; see `training.py`). A range that starts after the source's first day ingests the raw days its feature windows read first
+    (a partition is computed only from a complete window)."""
     from feature_pipelines.orchestration.definitions import MAIN_JOB, defs
     from feature_pipelines.orchestration.feature_assets import HISTORICAL_LOAD_TAG
 
+    started = time.perf_counter()
     keys = partitions_for(next(iter(catalog.sources.values()))).get_partition_keys()
     first, last = first or keys[0], last or keys[-1]
+    run_config = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}  # step logs, not event noise
+    history = _raw_history_range(catalog, first)
+    if history is not None:
+        raw_job = defs.resolve_implicit_job_def_def_for_assets([raw_key(s) for s in catalog.sources.values()])
+        pre = raw_job.get_subset(asset_selection={raw_key(s) for s in catalog.sources.values()}).execute_in_process(
+            instance=instance,
+            tags={RANGE_START: history[0], RANGE_END: history[1]},
+            raise_on_error=False,
+            run_config=run_config,
+        )
+        if not pre.success:
+            why = [f"ingesting the raw days {history[0]}..{history[1]} that the windows read:", *failure_reasons(pre)]
+            return RunOutcome(False, pre.run_id, time.perf_counter() - started, first, last, why)
     job = defs.resolve_job_def(MAIN_JOB)
-    started = time.perf_counter()
     result = job.execute_in_process(
         instance=instance,
         tags={RANGE_START: first, RANGE_END: last, HISTORICAL_LOAD_TAG: "true"},
         raise_on_error=False,
-        run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},  # step logs, not event noise
+        run_config=run_config,
     )
-    return RunOutcome(result.success, result.run_id, time.perf_counter() - started, first, last)
+    reasons = [] if result.success else failure_reasons(result)
+    return RunOutcome(result.success, result.run_id, time.perf_counter() - started, first, last, reasons)
+
+
+def _raw_history_range(catalog: Catalog, first: str) -> tuple[str, str] | None:
+    """The raw days before `first` that the views' windows read, if `first` is not the source's first day."""
+    start = date.fromisoformat(first)
+    lookback = max((v.lookback for v in catalog.views.values()), default=timedelta(days=1))
+    source_start = min(s.start for s in catalog.sources.values())
+    lo = max(source_start, start - lookback + timedelta(days=1))
+    return (lo.isoformat(), (start - timedelta(days=1)).isoformat()) if lo < start else None
+
+
+def failure_reasons(result: dg.ExecuteInProcessResult) -> list[str]:
+    """Why a run failed, as an operator needs it: each failed blocking check (view, check, partitions and the
+    failing expectations with columns and example rows) and each failed step's own message."""
+    reasons = []
+    for ev in result.get_asset_check_evaluations():
+        if ev.passed or ev.severity != dg.AssetCheckSeverity.ERROR:
+            continue
+        md = {k: v.value for k, v in ev.metadata.items()}
+        where = f"partitions {md['partitions']}" if "partitions" in md else "partition " + str(ev.partition or "-")
+        details = md.get("failures") or md.get("differing_features") or ""
+        reasons.append(f"{ev.asset_key.to_user_string()}: check {ev.check_name} failed for {where}\n{details}".strip())
+    for ev in result.get_step_failure_events():
+        data = ev.step_failure_data
+        user = data.user_failure_data
+        if user is not None and user.description:
+            text = user.description
+        else:
+            error = data.error
+            text = error.message.strip() if error else "failed"
+            if error is not None and error.cause is not None:
+                text += f"\ncaused by: {error.cause.message.strip()}"
+        reasons.append(f"{ev.step_key}: {text}")
+    return reasons
 
 
 def summary(catalog: Catalog, settings: Settings, instance: dg.DagsterInstance, console: Console) -> None:
-    tables = Table(title="Delta tables")
-    for col in ("table", "rows", "partitions", "Delta version", "path"):
-        tables.add_column(col)
+    """Delta tables, the latest check evaluations and what Redis serves: names never cut (80 columns)."""
+    lake = os.path.relpath(settings.lake_dir.resolve())
+    tables = Table(title=f"Delta tables ({settings.lake_dir.resolve() if lake.startswith('..') else lake}/)")
+    tables.add_column("table", no_wrap=True)
+    for col in ("rows", "days", "Delta v"):
+        tables.add_column(col, justify="right", no_wrap=True)
     for source in catalog.sources.values():
-        uri = settings.raw_table(source.name)
-        _table_row(tables, f"raw/{source.name}", uri, "event_date")
+        _table_row(tables, f"raw/{source.name}", settings.raw_table(source.name), "event_date")
     for view in catalog.views.values():
         _table_row(tables, f"features/{view.asset_name}", settings.feature_table(view.deployed_name), "partition_date")
     console.print(tables)
 
     checks = Table(title="Checks (latest evaluation)")
-    for col in ("asset", "check", "passed", "details"):
-        checks.add_column(col)
+    checks.add_column("asset", no_wrap=True)
+    checks.add_column("check", no_wrap=True)
+    checks.add_column("ok", no_wrap=True)
+    checks.add_column("details", overflow="fold")
     from feature_pipelines.orchestration.definitions import defs
 
     for check_key in sorted(defs.resolve_asset_graph().asset_check_keys, key=lambda k: (k.asset_key.path, k.name)):
@@ -80,13 +137,33 @@ def summary(catalog: Catalog, settings: Settings, instance: dg.DagsterInstance, 
             continue
         md = {k: v.value for k, v in ev.metadata.items()}
         details = ", ".join(f"{k}={v}" for k, v in md.items() if isinstance(v, int | float) and "/" not in k)
-        checks.add_row(check_key.asset_key.to_user_string(), check_key.name, str(ev.passed), details[:90])
+        asset = check_key.asset_key.path[-1]
+        checks.add_row(asset, check_key.name, "yes" if ev.passed else "[red]NO[/red]", details[:90])
     console.print(checks)
+    _online_table(catalog, settings, console, f"Redis ({settings.redis_url})")
 
+    service = next(iter(catalog.services), None)
+    if service:
+        users = pl.scan_delta(settings.feature_table("user_purchase_behavior")).select("customer_id", "partition_date")
+        newest = users.select(pl.col("partition_date").max()).collect().item()
+        some_user = users.filter(pl.col("partition_date") == newest).select("customer_id").head(1).collect().item()
+        client = OnlineClient(settings.redis_url, catalog)
+        # A valid id nobody has and a well-formed unknown code: unknown keys come back as nulls.
+        row = client.get_service(service, {"customer_id": [some_user, 99999], "stock_code": ["85123A", "99999Z"]})
+        console.print(
+            f"[bold]Sample lookup[/bold] get_service({service!r}, customer_id=[{some_user}, 99999], "
+            f"stock_code=['85123A', '99999Z']):"
+        )
+        for r in row:
+            console.print(r.to_dict(), soft_wrap=True)
+
+
+def _online_table(catalog: Catalog, settings: Settings, console: Console, title: str) -> None:
     store = OnlineStore(connect(settings.redis_url), OnlineLayout.from_catalog(catalog))
-    online = Table(title=f"Redis ({settings.redis_url})")
-    for col in ("view", "serving version", "partition", "keys", "TTL s", "Delta version"):
-        online.add_column(col)
+    online = Table(title=title)
+    online.add_column("view", no_wrap=True)
+    for col in ("version", "partition", "keys", "TTL s", "Delta v"):
+        online.add_column(col, justify="right", no_wrap=True)
     for view in catalog.online_views:
         meta = store.serving_meta(view.deployed_name)
         if meta is None:
@@ -96,34 +173,20 @@ def summary(catalog: Catalog, settings: Settings, instance: dg.DagsterInstance, 
             view.deployed_name,
             str(meta.version),
             meta.partition,
-            str(meta.rows),
+            f"{meta.rows:,}",
             str(meta.schema.ttl_seconds),
             str(meta.delta_version),
         )
     console.print(online)
 
-    service = next(iter(catalog.services), None)
-    if service:
-        users = pl.scan_delta(settings.feature_table("user_purchase_behavior")).select("customer_id", "partition_date")
-        newest = users.select(pl.col("partition_date").max()).collect().item()
-        some_user = users.filter(pl.col("partition_date") == newest).select("customer_id").head(1).collect().item()
-        client = OnlineClient(settings.redis_url, catalog)
-        row = client.get_service(service, {"customer_id": [some_user, -1], "stock_code": ["85123A", "NOPE"]})
-        console.print(
-            f"[bold]Sample lookup[/bold] get_service({service!r}, customer_id=[{some_user}, -1], "
-            f"stock_code=['85123A', 'NOPE']):"
-        )
-        for r in row:
-            console.print(r.to_dict(), soft_wrap=True)
-
 
 def _table_row(table: Table, name: str, uri: str, part_col: str) -> None:
     version = delta.table_version(uri)
     if version is None:
-        table.add_row(name, "-", "-", "-", uri)
+        table.add_row(name, "-", "-", "-")
         return
     stats = pl.scan_delta(uri).select(pl.len(), pl.col(part_col).n_unique()).collect().row(0)
-    table.add_row(name, f"{stats[0]:,}", str(stats[1]), str(version), os.path.relpath(uri))
+    table.add_row(name, f"{stats[0]:,}", str(stats[1]), str(version))
 
 
 def demo(console: Console, first: str | None = None, last: str | None = None) -> bool:
@@ -146,9 +209,28 @@ def demo(console: Console, first: str | None = None, last: str | None = None) ->
         with dg.DagsterInstance.get() as instance:
             console.print(f"Dagster instance: {home} (SQLite); lake: {settings.lake_dir.resolve()}")
             outcome = run_main_job(catalog, instance, first, last)
-            console.print(
-                f"Main job {'succeeded' if outcome.success else 'FAILED'}: run {outcome.run_id}, partitions "
-                f"{outcome.first}..{outcome.last}, {outcome.seconds:.1f}s"
-            )
-            summary(catalog, settings, instance, console)
+            if outcome.success:
+                console.print(
+                    f"Main job succeeded: run {outcome.run_id}, partitions {outcome.first}..{outcome.last}, "
+                    f"{outcome.seconds:.1f}s"
+                )
+                summary(catalog, settings, instance, console)
+            else:
+                report_failure(catalog, settings, outcome, console)
     return outcome.success
+
+
+def report_failure(catalog: Catalog, settings: Settings, outcome: RunOutcome, console: Console) -> None:
+    """The reasons first, then what still serves: never a summary that looks like this run's result."""
+    console.print(
+        f"[bold red]Main job FAILED[/bold red]: run {outcome.run_id}, partitions {outcome.first}..{outcome.last}, "
+        f"{outcome.seconds:.1f}s. Why:",
+        highlight=False,
+    )
+    for reason in outcome.reasons or ["no failure event was recorded; see the run's log in the Dagster UI"]:
+        console.print(f"- {escape(reason)}", soft_wrap=True, highlight=False)
+    console.print(
+        "Nothing this run failed on was committed or promoted: Delta and Redis keep their last good versions.",
+        highlight=False,
+    )
+    _online_table(catalog, settings, console, "Still serving (Redis)")

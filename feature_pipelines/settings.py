@@ -29,5 +29,15 @@ class Settings(BaseSettings):
     def raw_table(self, source: str) -> str:
         return str((self.lake_dir / "raw" / source).resolve())
 
+    def quarantine_table(self, source: str) -> str:
+        """Rows a source's raw gate set aside (`on_bad_rows="quarantine"`), with their reasons."""
+        return str((self.lake_dir / "quarantine" / source).resolve())
+
+    def source_location(self, source: str) -> str | None:
+        """`FS_SOURCE_<NAME>_LOCATION` points a source at another file, folder or glob without editing code."""
+        import os
+
+        return os.environ.get(f"FS_SOURCE_{source.upper()}_LOCATION") or None
+
     def feature_table(self, view: str) -> str:
         return str((self.lake_dir / "features" / view).resolve())

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import polars as pl
 
 Sensitivity = Literal["public", "internal", "confidential", "restricted"]
+KeyNormalization = Literal["strip", "upper", "lower", "nfkc"]
 Severity = Literal["blocking", "warn"]
 SENSITIVITIES: tuple[str, ...] = ("public", "internal", "confidential", "restricted")
 
@@ -57,17 +58,59 @@ class Entity:
         name: catalog name, e.g. "customer".
         join_key: column that identifies the entity in sources and feature tables.
         dtype: polars dtype of the join key.
+
+    Key rules, enforced by `feature_pipelines.entity_keys` wherever ids enter (ingest, training entity
+    frames, serving reads):
+        normalize: steps applied to text keys first, e.g. ("strip", "upper"). Without "nfkc", a key holding
+            look-alike Unicode characters (full-width digits) fails its pattern instead of becoming a new key.
+        pattern: regex a (normalized) text key must match; `\\d`, `\\w` and `\\s` mean their ASCII classes.
+        min, max: inclusive bounds of an integer key (e.g. min=1: ids are positive).
+        non_key_pattern: values a source's key column may hold that are not entities (service codes such as
+            POST): they pass ingest but are never keys of a training set or a serving read.
     """
 
     name: str
     join_key: str
     dtype: pl.DataType | type[pl.DataType]
     description: str = ""
+    normalize: tuple[KeyNormalization, ...] = ()
+    pattern: str | None = None
+    min: int | None = None
+    max: int | None = None
+    non_key_pattern: str | None = None
     defined_at: str = field(default="", compare=False, repr=False)
 
     @property
     def polars_dtype(self) -> pl.DataType:
         return resolve_dtype(self.dtype)
+
+
+@dataclass(frozen=True, kw_only=True)
+@_located
+class ColumnContract:
+    """What every value of one source column must satisfy; the raw gate checks each row before the commit.
+
+    Attributes:
+        not_null: no null value.
+        min, max: inclusive bounds (numbers, or dates/timestamps for temporal columns).
+        finite: no inf/NaN (float columns). True by default: a float column without a contract is finite too.
+        pattern: regex a text value must match (`\\d`, `\\w`, `\\s` are ASCII classes).
+        allowed: the set of allowed values.
+        max_length: longest text value, in characters.
+        unless: a polars SQL condition over the file's columns; rows where it holds are exempt from min, max,
+            pattern and allowed, e.g. `unless="InvoiceNo LIKE 'A%'"` for bad-debt adjustments.
+    """
+
+    not_null: bool = False
+    min: float | int | date | datetime | None = None
+    max: float | int | date | datetime | None = None
+    finite: bool = True
+    pattern: str | None = None
+    allowed: tuple[Any, ...] | None = None
+    max_length: int | None = None
+    unless: str | None = None
+    description: str = ""
+    defined_at: str = field(default="", compare=False, repr=False)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,6 +128,17 @@ class BatchSource:
         column_names: "snake_case" renames columns (CustomerID -> customer_id); "as_is" keeps them.
         start, end: the first and last day (UTC) of data; they bound the daily partitions. `end=None`
             means "up to today".
+
+    The door (invariant 2), enforced by `feature_pipelines.offline.contracts` before any raw commit:
+        contracts: per source column (by its name in the file), a `ColumnContract`. A column that is an
+            entity's join key also obeys the entity's key rules; float columns are finite by default.
+        on_bad_rows: "reject" (default): a file with any bad row is refused and nothing is committed.
+            "quarantine": bad rows go to `lake/quarantine/<source>/` with their reasons and the rest proceeds,
+            unless more than `max_bad_fraction` of a file's rows are bad (then the file is refused).
+        max_shrink: a re-delivery may not shrink a day that had rows by more than this fraction, nor to zero,
+            without an explicit override (`fstore ingest --allow-shrink`, run tag `allow_shrink=true`).
+        closures: days, (first, last) ranges or weekday names ("Saturday") on which the source is expected to
+            be silent (holidays, a shop closed on Saturdays).
     """
 
     name: str
@@ -99,6 +153,11 @@ class BatchSource:
     column_names: Literal["snake_case", "as_is"] = "snake_case"
     description: str = ""
     owner: str = ""
+    contracts: Mapping[str, ColumnContract] = field(default_factory=dict)
+    on_bad_rows: Literal["reject", "quarantine"] = "reject"
+    max_bad_fraction: float = 0.01
+    max_shrink: float = 0.5
+    closures: tuple[date | tuple[date, date] | str, ...] = ()
     defined_at: str = field(default="", compare=False, repr=False)
 
     def column(self, source_name: str) -> str:
@@ -120,6 +179,22 @@ class BatchSource:
     def resolve_location(self, base: Path) -> str:
         path = Path(self.location)
         return str(path if path.is_absolute() else base / path)
+
+    def is_closed(self, day: date) -> bool:
+        """Whether `day` is a declared closure: an expected gap, on which freshness and completeness stay quiet."""
+        for closure in self.closures:
+            if isinstance(closure, str):
+                if WEEKDAYS.index(closure) == day.weekday():
+                    return True
+            elif isinstance(closure, tuple):
+                if closure[0] <= day <= closure[1]:
+                    return True
+            elif closure == day:
+                return True
+        return False
+
+
+WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
 
 @dataclass(frozen=True, kw_only=True)

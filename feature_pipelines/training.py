@@ -43,6 +43,7 @@ from deltalake import DeltaTable
 
 from feature_pipelines.catalog import Catalog
 from feature_pipelines.contract import mismatches
+from feature_pipelines.entity_keys import EntityKeyError, normalize_keys
 from feature_pipelines.offline.compute import partition_end
 from feature_pipelines.offline.history import FAR_FUTURE, HistoryError, read_history
 from feature_pipelines.spec import PARTITION_DATE, FeatureView
@@ -134,7 +135,7 @@ def build(
     clashes = set(entities.columns) & {f for feats in by_view.values() for f in feats}
     if clashes:
         raise TrainingSetError(f"entity frame columns {sorted(clashes)} clash with feature names of {service!r}")
-    left = entities.with_columns(ts.alias("__ts")).with_row_index(_ROW)
+    left = _keyed(catalog, by_view, entities).with_columns(ts.alias("__ts")).with_row_index(_ROW)
     manifest = Manifest(
         service=service,
         mode=mode,
@@ -214,6 +215,22 @@ def rebuild(
         plan={r.view: r.features for r in manifest.views},  # the features it had then, not the service now
         known_at=datetime.fromisoformat(manifest.known_at) if manifest.known_at else None,
     )
+
+
+def _keyed(catalog: Catalog, by_view: dict[str, list[str]], entities: pl.DataFrame) -> pl.DataFrame:
+    """The entity frame with its join keys converted and normalized by the entities' key rules, the same
+    function ingest applies (`" 85123a"` joins the stored `"85123A"`; a fractional or negative customer id is an
+    error, never truncated). The returned training set keeps the columns as given."""
+    keyed = entities
+    for view_name in by_view:
+        entity = catalog.entity_of(catalog.views[view_name])
+        if entity.join_key in entities.columns:
+            try:
+                values = normalize_keys(entity, entities[entity.join_key], "entity frame")
+            except EntityKeyError as exc:
+                raise TrainingSetError(str(exc)) from exc
+            keyed = keyed.with_columns(values.alias(entity.join_key))
+    return keyed
 
 
 def _utc_timestamps(entities: pl.DataFrame, column: str) -> pl.Series:

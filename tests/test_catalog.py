@@ -425,3 +425,32 @@ def test_view_names_and_versions_are_validated(tmp_path):
     problems = problems_of(tmp_path, views=body)
     assert any("FeatureView 'user__clicks@0': name must be a letter" in p for p in problems)
     assert any("version must be a whole number from 1, got 0" in p for p in problems)
+
+
+def test_source_contracts_and_key_rules_are_validated(tmp_path):
+    body = HEADER.replace(
+        'event_time="ts",',
+        'event_time="ts", max_shrink=1.5, closures=((date(2024, 1, 9), date(2024, 1, 2)), "Caturday"),\n'
+        '                     contracts={"nope": ColumnContract(not_null=True), "n": ColumnContract(pattern="(",\n'
+        '                                max_length=3, unless="n >"), "user_id": ColumnContract(min=5, max=1)},',
+    ).replace(
+        'user = Entity(name="user", join_key="user_id", dtype=pl.Int64)',
+        'user = Entity(name="user", join_key="user_id", dtype=pl.String, pattern="[", min=1)',
+    )
+    body = body.replace("import BatchSource,", "import BatchSource, ColumnContract,")
+    problems = "\n".join(problems_of(tmp_path, views=body + GOOD_VIEW))
+    for expected in (
+        "column 'nope': contract for a column the schema does not declare",
+        "column 'n': pattern '(' does not compile",
+        "column 'n': max_length needs a String column, not Int64",
+        "column 'n': unless 'n >' is not a valid condition",
+        "column 'user_id': min 5 is above max 1",
+        "max_shrink must be within 0..1, got 1.5",
+        "closure (datetime.date(2024, 1, 9), datetime.date(2024, 1, 2)) must be a date, a (first, last) pair",
+        "closure 'Caturday' is not a weekday name (Monday, Tuesday,",
+        "column 'user_id' holds 'user' keys, declared Int64 here but String on the entity",
+        "Entity 'user': pattern '[' does not compile",
+        "Entity 'user': min/max need numeric keys, not String",
+    ):
+        assert expected in problems, expected
+    assert "views.py:" in problems

@@ -14,7 +14,7 @@ from feature_pipelines.online.layout import OnlineLayout
 from feature_pipelines.online.store import OnlineStore
 from feature_pipelines.orchestration.jobs import build_rollback_job
 from feature_pipelines.orchestration.resources import FeatureStoreResource
-from tests.conftest import push, push_from_delta
+from tests.conftest import ROOT, push, push_from_delta
 
 runner = CliRunner()
 
@@ -202,3 +202,67 @@ def test_status_pin_unpin_promote_and_gc(served, tmp_path, r):
     gc = runner.invoke(app, ["gc", "user_context"])
     assert gc.exit_code == 0 and f"{dead} (1 keys)" in gc.output, gc.output
     assert r.exists(served.keys("user_context").data_key(dead, 12352)) == 0
+
+
+# -- fstore ingest, and commands run before anything was materialized -------------------------------------------
+@pytest.fixture
+def empty_lake(tmp_path, redis_url, monkeypatch):
+    monkeypatch.setenv("FS_LAKE_DIR", str(tmp_path / "lake"))
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.delenv("FS_REDIS_URL", raising=False)
+    return tmp_path / "lake"
+
+
+def test_ingest_a_file_without_editing_code(empty_lake, tmp_path):
+    from feature_pipelines.offline.history import commit
+    from tests.conftest import real_data
+
+    good = tmp_path / "delivery.parquet"
+    real_data("2011-01-04", "2011-01-05").write_parquet(good)
+    result = runner.invoke(app, ["ingest", str(good), "--source", "online_retail"])
+    assert result.exit_code == 0, result.output
+    assert "1,842 rows for 2011-01-04..2011-01-05 from 1 file(s), Delta v0" in result.output
+    raw = str(empty_lake / "raw" / "online_retail")
+    assert commit(raw, 0).metadata["ingested_by"] == "fstore ingest"
+
+    bad = tmp_path / "bad.parquet"
+    real_data("2011-01-04", "2011-01-05").with_columns(pl.lit(-7).alias("CustomerID")).write_parquet(bad)
+    refused = runner.invoke(app, ["ingest", str(bad), "--source", "online_retail"])
+    assert refused.exit_code == 1
+    assert "bad.parquet: column 'CustomerID', rule key_min: 1842 of 1842 rows" in refused.output
+
+    small = tmp_path / "small.parquet"
+    real_data("2011-01-04", "2011-01-04").head(5).write_parquet(small)
+    shrink = runner.invoke(app, ["ingest", str(small), "--source", "online_retail"])
+    assert shrink.exit_code == 1 and "2011-01-04: 508 -> 5 rows" in shrink.output and "--allow-shrink" in shrink.output
+    forced = runner.invoke(app, ["ingest", str(small), "--source", "online_retail", "--allow-shrink"])
+    assert forced.exit_code == 0 and "shrunk with --allow-shrink: 2011-01-04 508 -> 5 rows" in forced.output
+    assert commit(raw, 1).metadata["allow_shrink"] == "true"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["lineage", "user_context"],
+        ["lineage", "user_context:country"],
+        ["versions", "user_context"],
+        ["get", "user_context", "12346", "--view"],
+        ["get", "ranking_model_v1", "customer_id=12346,stock_code=85123A"],
+        ["rollback", "user_context"],
+        ["training-set", "ranking_model_v1", str(ROOT / "feature_defs" / "data" / "repurchase_labels.parquet")],
+    ],
+    ids=lambda c: " ".join(c[:2]),
+)
+def test_commands_before_the_first_run_say_what_to_run(empty_lake, command, tmp_path):
+    result = runner.invoke(
+        app, command + (["-o", str(tmp_path / "ts.parquet")] if command[0] == "training-set" else [])
+    )
+    assert result.exit_code == 1, result.output
+    assert "run `fstore demo`" in result.output and "Traceback" not in result.output, result.output
+    assert "Os {" not in result.output
+
+
+def test_the_catalog_before_the_first_run_says_what_to_run(empty_lake):
+    result = runner.invoke(app, ["catalog"])
+    assert result.exit_code == 0 and "run `fstore demo`" in result.output

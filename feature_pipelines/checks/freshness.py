@@ -1,20 +1,21 @@
 """Freshness and completeness of a feature partition, from the raw rows it was computed from.
 
-- Source lag: how old the newest source event was at the partition's end. A large lag means the
-  partition was computed from stale inputs (a source stopped delivering), even if the run was on time.
+- Source lag: how old the newest source event was at the partition's end, not counting the source's declared
+  closures. A large lag means the partition was computed from stale inputs (a source stopped delivering),
+  even if the run was on time; a shop closed for Christmas is not stale.
 - Completeness: the share of entities active on the partition's day that got a feature row.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 import polars as pl
 
 from feature_pipelines.catalog import Catalog
 from feature_pipelines.offline.compute import partition_end
-from feature_pipelines.spec import EVENT_DATE, PARTITION_DATE, FeatureView
+from feature_pipelines.spec import EVENT_DATE, PARTITION_DATE, BatchSource, FeatureView
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,20 @@ def partition_health(
     covered_n = dict(active.join(got, on=[key, EVENT_DATE], how="semi").group_by(EVENT_DATE).len().iter_rows())
     out = []
     for name, end, idx in zip(names, ends, last_before, strict=True):
-        lag = end - times[idx - 1] if idx > 0 else None
+        lag = end - times[idx - 1] - closed_time(source, times[idx - 1], end) if idx > 0 else None
         out.append(PartitionHealth(name, lag, active_n.get(name, 0), covered_n.get(name, 0)))
     return out
+
+
+def closed_time(source: BatchSource, since: datetime, until: datetime) -> timedelta:
+    """How much of `since..until` falls on declared closure days (UTC days): a closed shop is not a stale
+    source, so that time does not count as lag."""
+    total = timedelta(0)
+    day = since.date()
+    while day <= until.date():
+        if source.is_closed(day):
+            start = datetime.combine(day, time(), tzinfo=UTC)
+            overlap = min(until, start + timedelta(days=1)) - max(since, start)
+            total += max(overlap, timedelta(0))
+        day += timedelta(days=1)
+    return total

@@ -154,6 +154,22 @@ def table_version(uri: str) -> int | None:
         return None
 
 
+def partition_row_counts(uri: str, column: str, first: date | str, last: date | str) -> dict[str, int]:
+    """Rows per partition `first..last` of the current version, from the file statistics (no data read)."""
+    if table_version(uri) is None:
+        return {}
+    actions = pl.DataFrame(DeltaTable(uri).get_add_actions(flatten=True))
+    part = f"partition.{column}"
+    if actions.height == 0 or part not in actions.columns:
+        return {}
+    in_range = actions.filter(pl.col(part).is_between(pl.lit(str(first)), pl.lit(str(last))))
+    if in_range["num_records"].null_count():  # a writer without statistics: count the rows instead
+        counts = read_partitions(uri, column, first, last).group_by(column).len()
+        return {k: int(n) for k, n in counts.iter_rows()}
+    counts = in_range.group_by(part).agg(pl.col("num_records").sum())
+    return {k: int(n) for k, n in counts.iter_rows() if n}
+
+
 def scan(uri: str, version: int | None = None) -> pl.LazyFrame:
     return pl.scan_delta(uri, version=version)
 

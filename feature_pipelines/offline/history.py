@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -177,3 +177,40 @@ def _commit(version: int, info: dict[str, Any]) -> Commit:
         operation=info.get("operation", ""),
         metadata={k: v for k, v in info.items() if k not in _STANDARD},
     )
+
+
+def covered_partitions(uri: str, partition_column: str) -> set[str]:
+    """Daily partitions the table's writers declared they covered, rows or not, plus every partition with a file.
+
+    A commit's `covered_days` metadata (a JSON list of "first..last" spans or days, set by ingest) says which
+    days its delivery covered: a day covered with zero rows (a closed shop) is known although no file holds
+    it. Commits without it fall back to `partitions` ("first..last", the days they replaced). Empty if no
+    table."""
+    try:
+        history = read_history(uri, partition_column=partition_column)
+    except HistoryError:
+        return set()
+    covered = {f.partition for f in history.files if f.removed is None and f.partition}
+    for entry in history.commits.values():
+        spans = entry.metadata.get("covered_days")
+        if isinstance(spans, str):
+            try:
+                listed = json.loads(spans)
+            except ValueError:
+                listed = []
+        else:
+            listed = [entry.metadata.get("partitions")]
+        for span in listed:
+            covered.update(_days(span))
+    return covered
+
+
+def _days(span: object) -> list[str]:
+    if not isinstance(span, str):
+        return []
+    first_text, _, last_text = span.partition("..")
+    try:
+        first, last = date.fromisoformat(first_text), date.fromisoformat(last_text or first_text)
+    except ValueError:
+        return []
+    return [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]

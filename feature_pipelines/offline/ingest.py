@@ -1,27 +1,58 @@
-"""Read a batch source's files, check them against the declared schema, and normalize them.
+"""Ingest: a source's files through the raw gate and the volume and coverage guards into its raw Delta table.
 
-A bad file fails loudly and names the file, the column and how many rows are wrong; nothing is committed,
-because the raw table is written only after every file has passed.
+The Dagster raw asset and `fstore ingest` both call `ingest()`: the same gate, the same guards and the same
+commit metadata. Nothing is committed unless every file passed and every guard held; then the run's days
+are replaced in one Delta commit whose metadata lists the days it replaced (`partitions`) and the days the
+delivery covers (`covered_days`): the days between the first and the last event of each file. A day
+covered with zero rows (a Saturday inside a file) counts as ingested (`history.covered_partitions`); a day
+of the run that no file spans (its file has not arrived) does not, so no feature window counts it as
+complete.
+
+Guards (invariant 2: a good day is never wiped by a bad re-delivery):
+- A re-delivery may not shrink a day that had rows by more than the source's `max_shrink`, nor to zero,
+  unless the operator says so (`allow_shrink`, recorded in the commit metadata with the days it shrank).
+- Two files delivering the same day are refused: one of them is a stale or duplicate delivery.
+- Rows outside the run's days, before the source's start or after its end are reported (counts and
+  examples, in the log and the commit metadata), never dropped in silence. Future times are contract
+  violations (see `contracts.py`).
 """
 
 from __future__ import annotations
 
 import glob
 import hashlib
-from datetime import date
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
 
-from feature_pipelines.spec import EVENT_DATE, BatchSource, resolve_dtype
+from feature_pipelines.offline import delta, quarantine
+from feature_pipelines.offline.contracts import CorruptFileError, GatedFile, SourceError, gate_file
+from feature_pipelines.settings import Settings
+from feature_pipelines.spec import EVENT_DATE, BatchSource, Entity
+
+__all__ = ["CorruptFileError", "IngestResult", "ShrinkError", "SourceError", "ingest", "read_file", "read_source"]
+
+EXAMPLES = 3
 
 
-class SourceError(ValueError):
-    """A source file does not match its BatchSource declaration."""
+class ShrinkError(SourceError):
+    """A re-delivery would shrink days that had rows by more than the source allows."""
 
 
-def source_files(source: BatchSource, base_dir: Path) -> list[str]:
-    pattern = source.resolve_location(base_dir)
+def source_location(source: BatchSource, base_dir: Path, location: str | None = None) -> str:
+    """Where the source's files are: `location`, else `FS_SOURCE_<NAME>_LOCATION`, else the declared one. A
+    folder means every file of the source's format in it."""
+    where = location or Settings().source_location(source.name) or source.location
+    path = Path(where) if Path(where).is_absolute() else base_dir / where
+    return str(path / f"*.{source.format}") if path.is_dir() else str(path)
+
+
+def source_files(source: BatchSource, base_dir: Path, location: str | None = None) -> list[str]:
+    pattern = source_location(source, base_dir, location)
     files = sorted(glob.glob(pattern))
     if not files:
         raise SourceError(f"source {source.name!r}: no file matches {pattern}")
@@ -36,68 +67,238 @@ def file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def read_source(source: BatchSource, base_dir: Path) -> pl.DataFrame:
-    """Every file of the source, validated and normalized: declared dtypes, UTC event time, event_date."""
-    return pl.concat([read_file(source, f) for f in source_files(source, base_dir)], how="vertical")
+def read_file(source: BatchSource, path: str, entities: Mapping[str, Entity]) -> pl.DataFrame:
+    """One file through the raw gate: its good rows, normalized (declared dtypes, entity keys, UTC, event_date)."""
+    return gate_file(source, entities, path).frame
 
 
-def read_file(source: BatchSource, path: str) -> pl.DataFrame:
-    if source.format == "parquet":
-        raw = pl.read_parquet(path)
-    else:
-        raw = pl.read_csv(path, infer_schema=False, null_values=[""])
-    missing = [c for c in source.schema if c not in raw.columns]
-    if missing:
-        raise SourceError(
-            f"{path}: missing column(s) {missing} declared by source {source.name!r} (the file has {raw.columns})"
-        )
-    typed = raw.select([_cast(raw, path, source, name, dtype) for name, dtype in source.schema.items()])
-    return _normalize(typed, source)
-
-
-def _cast(raw: pl.DataFrame, path: str, source: BatchSource, name: str, dtype) -> pl.Series:
-    col = raw[name]
-    target = resolve_dtype(dtype)
-    if col.dtype == target:
-        return col
-    if isinstance(target, pl.Datetime) and col.dtype == pl.String:
-        cast = col.str.strptime(target, source.timestamp_format, strict=False)
-        what = f"parsed as a timestamp with format {source.timestamp_format!r}"
-    else:
-        try:
-            cast = col.cast(target, strict=False)
-        except pl.exceptions.InvalidOperationError as exc:
-            raise SourceError(f"{path}: column {name!r} is {col.dtype}, which cannot become {target}") from exc
-        what = f"read as {target} (the file stores {col.dtype})"
-    bad = col.is_not_null() & cast.is_null()
-    n_bad = int(bad.sum())
-    if n_bad:
-        examples = col.filter(bad).head(3).to_list()
-        raise SourceError(f"{path}: column {name!r}: {n_bad} of {raw.height} rows cannot be {what}; e.g. {examples}")
-    return cast
-
-
-def _normalize(frame: pl.DataFrame, source: BatchSource) -> pl.DataFrame:
-    ts = source.event_time
-    n_null = frame[ts].null_count()
-    if n_null:
-        raise SourceError(f"source {source.name!r}: event time column {ts!r} is null in {n_null} rows")
-    utc = (
-        pl.col(ts).dt.replace_time_zone(source.timezone, ambiguous="earliest", non_existent="null")
-        if frame[ts].dtype.time_zone is None  # type: ignore[union-attr]
-        else pl.col(ts)
-    ).dt.convert_time_zone("UTC")
-    out = frame.with_columns(utc.dt.cast_time_unit("us"))
-    lost = out[ts].null_count()
-    if lost:
-        raise SourceError(
-            f"source {source.name!r}: {lost} rows of {ts!r} do not exist in {source.timezone} "
-            "(a clock-change gap); fix the file or declare the right timezone"
-        )
-    out = out.rename({c: source.column(c) for c in out.columns})
-    tcol = source.event_time_column
-    return out.with_columns(pl.col(tcol).dt.date().cast(pl.String).alias(EVENT_DATE))
+def read_source(source: BatchSource, base_dir: Path, entities: Mapping[str, Entity]) -> pl.DataFrame:
+    """Every file of the source through the raw gate."""
+    return pl.concat([read_file(source, f, entities) for f in source_files(source, base_dir)], how="vertical")
 
 
 def in_range(frame: pl.DataFrame, first: date | str, last: date | str) -> pl.DataFrame:
     return frame.filter(pl.col(EVENT_DATE).is_between(pl.lit(str(first)), pl.lit(str(last))))
+
+
+@dataclass(frozen=True)
+class Outside:
+    """Rows a run does not write, by why: reported, never dropped in silence."""
+
+    kind: str
+    count: int
+    examples: list[str]
+
+    def __str__(self) -> str:
+        return f"{self.count:,} rows {self.kind}; e.g. {self.examples}"
+
+
+@dataclass
+class IngestResult:
+    source: str
+    first: date
+    last: date
+    commit: delta.Commit
+    rows_by_day: dict[str, int]
+    previous_by_day: dict[str, int]
+    files: dict[str, str]
+    quarantined: int
+    outside: list[Outside]
+    shrunk: dict[str, tuple[int, int]]
+    covered: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def rows(self) -> int:
+        return self.commit.rows
+
+    def summary(self) -> str:
+        lines = [
+            f"{self.source}: {self.rows:,} rows for {self.first}..{self.last} from {len(self.files)} file(s), "
+            f"Delta v{self.commit.version}"
+        ]
+        lines += [f"  not written: {o}" for o in self.outside]
+        uncovered = [d for d in self.rows_by_day if d not in set(self.covered)]
+        if uncovered:
+            lines.append(
+                f"  not counted as ingested (no delivered file spans them): {_spans(uncovered)}; feature windows "
+                "over them stay incomplete until their files arrive (or declare them closures)"
+            )
+        if self.quarantined:
+            lines.append(f"  quarantined: {self.quarantined} bad rows (lake/quarantine/{self.source})")
+        lines += [f"  shrunk with --allow-shrink: {d} {a} -> {b} rows" for d, (a, b) in self.shrunk.items()]
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def ingest(
+    source: BatchSource,
+    entities: Mapping[str, Entity],
+    files: list[str],
+    first: date | None,
+    last: date | None,
+    *,
+    raw_uri: str,
+    quarantine_uri: str,
+    run_id: str,
+    allow_shrink: bool = False,
+    commit_metadata: Mapping[str, str] | None = None,
+    log: Callable[[str], None] | None = None,
+    now: datetime | None = None,
+) -> IngestResult:
+    """Gate `files`, check the guards, and replace the raw days `first..last` in one commit (without a range:
+    the days the files hold inside the source's window).
+
+    Raises `SourceError` (nothing committed) when a file is refused or a guard does not hold."""
+    gated = [gate_file(source, entities, f, now=now) for f in files]
+    _refuse_shared_days(gated)
+    frame = pl.concat([g.frame for g in gated], how="vertical")
+    if first is None or last is None:
+        span = covered_range(source, frame)
+        if span is None:
+            raise SourceError(
+                f"source {source.name!r}: {[Path(f).name for f in files]} hold no row inside the source's window "
+                f"{source.start}..{source.end or 'today'}; give the days to replace (--first/--last) to ingest an "
+                "empty delivery. Nothing was committed."
+            )
+        first, last = first or span[0], last or span[1]
+    outside = _outside(source, frame, first, last)
+    rows = in_range(frame, first, last)
+    days = [d.isoformat() for d in pl.date_range(first, last, eager=True).to_list()]
+    counts = dict(rows.group_by(EVENT_DATE).len().iter_rows())
+    rows_by_day = {d: int(counts.get(d, 0)) for d in days}
+    previous = delta.partition_row_counts(raw_uri, EVENT_DATE, first, last)
+    shrunk = _shrunk(source, previous, rows_by_day)
+    if shrunk and not allow_shrink:
+        listing = ", ".join(f"{d}: {a:,} -> {b:,} rows" for d, (a, b) in list(shrunk.items())[:10])
+        more = f" (and {len(shrunk) - 10} more days)" if len(shrunk) > 10 else ""
+        reported = "".join(f"; {o}" for o in outside)
+        raise ShrinkError(
+            f"source {source.name!r}: files {[Path(f).name for f in files]} would shrink {len(shrunk)} day(s) that "
+            f"already had rows by more than max_shrink={source.max_shrink:.0%} or to zero (rule max_shrink): "
+            f"{listing}{more}"
+            f"{reported}. Nothing was committed. If the smaller delivery is right, re-run with --allow-shrink "
+            "(fstore ingest) or the run tag allow_shrink=true (Dagster)."
+        )
+    spans = [(g.frame[EVENT_DATE].min(), g.frame[EVENT_DATE].max()) for g in gated if g.frame.height]
+    covered = [d for d in days if any(lo <= d <= hi for lo, hi in spans)]
+    hashes = {g.path: file_sha256(g.path) for g in gated}
+    notes = [f"{Path(g.path).name}: {n}" for g in gated for n in g.notes]
+    quarantined = sum(g.bad_rows for g in gated)
+    metadata = {
+        **(commit_metadata or {}),
+        "source": source.name,
+        "partitions": f"{first}..{last}",
+        "covered_days": json.dumps(_span_list(covered)),
+        "source_files": json.dumps(hashes),
+        "rows_by_file": json.dumps({g.path: g.frame.height for g in gated}),
+        "quarantined_rows": str(quarantined),
+        "not_written": json.dumps({o.kind: o.count for o in outside}),
+    }
+    if allow_shrink:
+        metadata["allow_shrink"] = "true"
+        metadata["shrunk_days"] = json.dumps({d: {"before": a, "after": b} for d, (a, b) in shrunk.items()})
+    if notes:
+        metadata["notes"] = json.dumps(notes)
+    commit = delta.overwrite_partitions(raw_uri, rows, EVENT_DATE, first, last, commit_metadata=metadata)
+    for g in gated:
+        if g.quarantined is not None:
+            quarantine.write(quarantine_uri, g.quarantined, sha256=hashes[g.path], run_id=run_id)
+    result = IngestResult(
+        source.name,
+        first,
+        last,
+        commit,
+        rows_by_day,
+        previous,
+        hashes,
+        quarantined,
+        outside,
+        shrunk,
+        covered,
+        notes,
+        metadata,
+    )
+    if log:
+        for line in result.summary().splitlines()[1:]:
+            log(line.strip())
+        for g in gated:
+            for v in g.violations:
+                log(f"quarantined: {v}")
+    return result
+
+
+def _refuse_shared_days(gated: list[GatedFile]) -> None:
+    """Two files holding the same day: one is a stale or duplicate delivery, and both would be counted."""
+    owners: dict[str, list[str]] = {}
+    for g in gated:
+        for day in g.frame[EVENT_DATE].unique().to_list():
+            owners.setdefault(day, []).append(g.path)
+    shared = {d: paths for d, paths in owners.items() if len(paths) > 1}
+    if shared:
+        day = min(shared)
+        rows = [
+            f"{g.path}: {g.frame.filter(pl.col(EVENT_DATE) == day).height} rows" for g in gated if g.path in shared[day]
+        ]
+        raise SourceError(
+            f"{len(shared)} day(s) are delivered by more than one file (rule one_file_per_day), e.g. {day} by "
+            f"{'; '.join(rows)}. A re-delivery must replace the earlier file, not sit beside it (its rows would "
+            "count twice). Nothing was committed."
+        )
+
+
+def _outside(source: BatchSource, frame: pl.DataFrame, first: date, last: date) -> list[Outside]:
+    ts = source.event_time_column
+    day = pl.col(EVENT_DATE)
+    kinds = [("before the source's start " + str(source.start), day < str(source.start))]
+    if source.end is not None:
+        kinds.append((f"after the source's end {source.end}", day > str(source.end)))
+    upper = day <= str(source.end) if source.end is not None else pl.lit(True)
+    kinds.append(
+        (
+            f"outside this run's days {first}..{last}",
+            (day >= str(source.start)) & upper & ~day.is_between(pl.lit(str(first)), pl.lit(str(last))),
+        )
+    )
+    out = []
+    for kind, condition in kinds:
+        rows = frame.filter(condition)
+        if rows.height:
+            examples = rows[ts].head(EXAMPLES).dt.strftime("%Y-%m-%d %H:%M UTC").to_list()
+            out.append(Outside(kind, rows.height, examples))
+    return out
+
+
+def _shrunk(source: BatchSource, previous: dict[str, int], new: dict[str, int]) -> dict[str, tuple[int, int]]:
+    out = {}
+    for day, before in sorted(previous.items()):
+        after = new.get(day, 0)
+        if before > 0 and (after == 0 or after < before * (1 - source.max_shrink)):
+            out[day] = (before, after)
+    return out
+
+
+def covered_range(source: BatchSource, frame: pl.DataFrame) -> tuple[date, date] | None:
+    """The first and last day of a delivery inside the source's window (`fstore ingest` without a range)."""
+    days = frame[EVENT_DATE]
+    hi = str(source.end) if source.end else "9999-12-31"
+    inside = days.filter(days.is_between(pl.lit(str(source.start)), pl.lit(hi)))
+    if inside.is_empty():
+        return None
+    return date.fromisoformat(inside.min()), date.fromisoformat(inside.max())  # type: ignore[arg-type]
+
+
+def _span_list(days: list[str]) -> list[str]:
+    """Sorted ISO days as contiguous spans: `["2011-01-04..2011-01-06", "2011-01-09"]`."""
+    spans: list[list[str]] = []
+    for day in sorted(days):
+        if spans and date.fromisoformat(day) - date.fromisoformat(spans[-1][1]) == timedelta(days=1):
+            spans[-1][1] = day
+        else:
+            spans.append([day, day])
+    return [a if a == b else f"{a}..{b}" for a, b in spans]
+
+
+def _spans(days: list[str]) -> str:
+    return ", ".join(_span_list(days))

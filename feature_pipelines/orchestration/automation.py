@@ -44,6 +44,19 @@ def _ranges(days: list[str]) -> list[tuple[str, str]]:
     return out
 
 
+def _with_closures_before(source: BatchSource, days: list[str]) -> list[str]:
+    """The days plus the declared closure days right before each of them: no file arrives for a closed day, so
+    the first delivery after a closure also records the closure as ingested (zero rows), and the feature
+    windows spanning it stay complete for automation."""
+    out = set(days)
+    for day in days:
+        previous = date.fromisoformat(day) - timedelta(days=1)
+        while source.is_closed(previous) and previous >= source.start and previous.isoformat() not in out:
+            out.add(previous.isoformat())
+            previous -= timedelta(days=1)
+    return sorted(out)
+
+
 def scan_arrivals(
     source: BatchSource, catalog: Catalog, cursor: str | None
 ) -> tuple[list[dg.RunRequest], str, list[str]]:
@@ -66,12 +79,14 @@ def scan_arrivals(
             seen[path] = {**stamp, "sha256": digest}  # touched, same content: delivered again, no run
             continue
         try:
-            days = ingest.read_file(source, path)[EVENT_DATE].unique().to_list()
+            days = ingest.read_file(source, path, catalog.entities)[EVENT_DATE].unique().to_list()
         except ingest.SourceError as exc:
             problems.append(str(exc))  # not recorded in the cursor: retried until fixed or replaced
             continue
         days = [d for d in days if d in valid]
-        for first, last in _ranges(days):
+        if not days:
+            problems.append(f"{path}: no row inside the source's partitions: nothing to ingest")
+        for first, last in _ranges(_with_closures_before(source, days)):
             requests.append(
                 dg.RunRequest(
                     run_key=f"{source.name}:{path}:{digest[:16]}:{first}..{last}",

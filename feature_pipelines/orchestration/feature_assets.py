@@ -11,7 +11,7 @@ import dagster as dg
 from feature_pipelines import lineage, plan
 from feature_pipelines.catalog import Catalog
 from feature_pipelines.checks import quality
-from feature_pipelines.offline import delta, history
+from feature_pipelines.offline import completeness, delta, history
 from feature_pipelines.offline.compute import compute_partitions, raw_days_before, raw_range_for
 from feature_pipelines.orchestration.asset_keys import feature_key, raw_key
 from feature_pipelines.orchestration.feature_checks import (
@@ -77,6 +77,10 @@ def build_feature_asset(view: FeatureView, catalog: Catalog) -> dg.AssetsDefinit
                 f"raw table {raw_uri} does not exist: materialize {raw_key(source).to_user_string()}",
                 allow_retries=False,
             )
+        try:  # a partition is computed from its whole window or not at all (invariant 2)
+            completeness.require_complete(view, source, raw_uri, days)
+        except completeness.IncompleteWindowError as exc:
+            raise dg.Failure(description=str(exc), allow_retries=False) from exc
         raw = delta.read_partitions(raw_uri, EVENT_DATE, raw_first, raw_last, raw_version)
         frame = compute_partitions(view, catalog, raw, days)
         report = quality.validate(view, catalog, frame)

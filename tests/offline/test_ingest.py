@@ -16,7 +16,7 @@ from tests.conftest import real_data, with_source_file
 
 def test_uk_local_times_become_utc(catalog):
     source = catalog.sources["online_retail"]
-    frame = read_source(source, catalog.base_dir)
+    frame = read_source(source, catalog.base_dir, catalog.entities)
     assert frame.height == 311_761
     winter = frame.filter(pl.col("invoice_no") == "536365")["invoice_date"][0]
     assert winter == datetime(2010, 12, 1, 8, 26, tzinfo=UTC)  # GMT: unchanged
@@ -31,7 +31,7 @@ def test_missing_column_names_file_and_column(tmp_path, catalog):
     real_data("2011-01-04", "2011-01-05").drop("UnitPrice").write_parquet(path)
     bad = with_source_file(catalog, path)
     with pytest.raises(SourceError, match=r"retail\.parquet: missing column\(s\) \['UnitPrice'\]"):
-        read_source(bad.sources["online_retail"], bad.base_dir)
+        read_source(bad.sources["online_retail"], bad.base_dir, bad.entities)
 
 
 def test_wrong_type_counts_rows(tmp_path, catalog):
@@ -42,8 +42,11 @@ def test_wrong_type_counts_rows(tmp_path, catalog):
     )
     frame.write_parquet(path)
     bad = with_source_file(catalog, path)
-    with pytest.raises(SourceError, match=r"retail\.parquet: column 'Quantity': 3 of \d+ rows cannot be read as Int64"):
-        read_source(bad.sources["online_retail"], bad.base_dir)
+    with pytest.raises(
+        SourceError,
+        match=r"retail\.parquet: column 'Quantity', rule not_an_integer: 3 of \d+ rows cannot be read as Int64",
+    ):
+        read_source(bad.sources["online_retail"], bad.base_dir, bad.entities)
 
 
 def test_unparseable_timestamp_in_csv(tmp_path, catalog):
@@ -61,9 +64,10 @@ def test_unparseable_timestamp_in_csv(tmp_path, catalog):
     csv_catalog = with_source_file(catalog, path)
     source = dataclasses.replace(csv_catalog.sources["online_retail"], format="csv")
     with pytest.raises(
-        SourceError, match=r"retail\.csv: column 'InvoiceDate': 2 of \d+ rows cannot be parsed as a timestamp"
+        SourceError,
+        match=r"retail\.csv: column 'InvoiceDate', rule unparseable_timestamp: 2 of \d+ rows cannot be parsed as a timestamp",
     ):
-        read_source(source, csv_catalog.base_dir)
+        read_source(source, csv_catalog.base_dir, csv_catalog.entities)
 
 
 def test_a_good_csv_reads_like_the_parquet(tmp_path, catalog):
@@ -73,10 +77,12 @@ def test_a_good_csv_reads_like_the_parquet(tmp_path, catalog):
     frame = real_data("2011-01-04", "2011-01-05")
     frame.with_columns(pl.col("InvoiceDate").dt.strftime("%Y-%m-%d %H:%M:%S")).write_csv(path)
     source = dataclasses.replace(catalog.sources["online_retail"], location=str(path), format="csv")
-    from_csv = read_source(source, catalog.base_dir)
+    from_csv = read_source(source, catalog.base_dir, catalog.entities)
     frame.write_parquet(tmp_path / "retail.parquet")
     from_parquet = read_source(
-        dataclasses.replace(source, location=str(tmp_path / "retail.parquet"), format="parquet"), catalog.base_dir
+        dataclasses.replace(source, location=str(tmp_path / "retail.parquet"), format="parquet"),
+        catalog.base_dir,
+        catalog.entities,
     )
     assert from_csv.equals(from_parquet)
 
@@ -120,5 +126,7 @@ def test_a_time_in_a_clock_change_gap_is_an_error(tmp_path, catalog):
     # 2011-03-27 01:30 does not exist in London: clocks jumped from 01:00 to 02:00.
     frame.with_columns(pl.lit(datetime(2011, 3, 27, 1, 30)).alias("InvoiceDate")).write_parquet(path)
     gap = with_source_file(catalog, path)
-    with pytest.raises(SourceError, match="5 rows of 'InvoiceDate' do not exist in Europe/London"):
-        read_source(gap.sources["online_retail"], gap.base_dir)
+    with pytest.raises(
+        SourceError, match="'InvoiceDate', rule nonexistent_local_time: 5 of 5 rows do not exist in Europe/London"
+    ):
+        read_source(gap.sources["online_retail"], gap.base_dir, gap.entities)

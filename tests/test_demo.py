@@ -1,0 +1,73 @@
+"""The demo's output: on failure the reasons (view, check, column, partition, examples), never a stale summary;
+the summary tables readable in an 80-column terminal."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import date
+
+import polars as pl
+from rich.console import Console
+
+from feature_pipelines.demo import RunOutcome, _raw_history_range, failure_reasons, report_failure, summary
+from feature_pipelines.orchestration.asset_keys import raw_key
+from tests.conftest import DAY, chain, real_data, run, with_source_file
+
+
+def test_a_failed_run_prints_why_and_no_stale_summary(retail, pg_instance, store_resource, tmp_path):
+    keys = chain(retail, ["user_context"])
+    assert run(retail, pg_instance, store_resource, keys, partition=DAY).success
+    raw = real_data(None, "2011-03-05")
+    customer = raw.filter(pl.col("InvoiceDate").dt.date() == date.fromisoformat(DAY))["CustomerID"].drop_nulls()[0]
+    bad = raw.with_columns(
+        pl.when(pl.col("CustomerID") == customer).then(pl.lit("Atlantis")).otherwise(pl.col("Country")).alias("Country")
+    )
+    path = tmp_path / "bad.parquet"
+    bad.write_parquet(path)
+    bad_cat = with_source_file(retail, path)
+    assert run(bad_cat, pg_instance, store_resource, [raw_key(bad_cat.sources["online_retail"])], partition=DAY).success
+    result = run(bad_cat, pg_instance, store_resource, keys, partition=DAY)
+    assert not result.success
+
+    reasons = failure_reasons(result)
+    check = next(r for r in reasons if "check gx_suite" in r)
+    assert check.startswith(f"features/user_context: check gx_suite failed for partitions {DAY}..{DAY}")
+    assert (
+        "**expect_column_values_to_be_in_set** on `country`" in check and f"| {customer} | {DAY} | Atlantis |" in check
+    )
+    step = next(r for r in reasons if r.startswith("features__user_context:"))
+    assert "GE gate failed; nothing was written to Delta" in step
+
+    console = Console(width=80, record=True)
+    settings = store_resource.settings
+    report_failure(bad_cat, settings, RunOutcome(False, result.run_id, 1.0, DAY, DAY, reasons), console)
+    text = console.export_text()
+    assert "Main job FAILED" in text and "Atlantis" in text and "Still serving (Redis)" in text
+    assert "Sample lookup" not in text and "Delta tables" not in text  # nothing that looks like this run's result
+
+
+def test_the_summary_fits_80_columns(retail, pg_instance, store_resource):
+    assert run(retail, pg_instance, store_resource, chain(retail), partition=DAY).success
+    console = Console(width=80, record=True)
+    summary(retail, store_resource.settings, pg_instance, console)
+    lines = console.export_text().splitlines()
+    assert max(len(line) for line in lines) <= 80
+    text = "\n".join(lines)
+    for name in (
+        "raw/online_retail",
+        "features/user_purchase_behavior",
+        "features/item_popularity",
+        "user_purchase_behavior",
+        "item_popularity",
+        "user_context",
+    ):
+        assert name in text, name  # never cut ("user_purchase_beh…")
+    assert "…" not in "".join(line for line in lines if "features/" in line or "user_" in line)
+
+
+def test_a_demo_range_ingests_the_history_its_windows_read(catalog):
+    assert _raw_history_range(catalog, "2010-12-01") is None
+    # user_context reads 365 days: everything since the source's start.
+    assert _raw_history_range(catalog, "2011-03-01") == ("2010-12-01", "2011-02-28")
+    shorter = dataclasses.replace(catalog, views={"item_popularity": catalog.views["item_popularity"]})
+    assert _raw_history_range(shorter, "2011-03-01") == ("2011-01-31", "2011-02-28")
