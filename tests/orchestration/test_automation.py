@@ -60,7 +60,7 @@ RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_p
 
 
 def json_cursor(folder) -> str:
-    """A sensor cursor that has seen every file of `folder` except `late.parquet`."""
+    """A sensor cursor that has seen every file of `folder` as it is now."""
     import json
     import os
 
@@ -68,9 +68,8 @@ def json_cursor(folder) -> str:
 
     seen = {}
     for path in sorted(folder.glob("*.parquet")):
-        if path.name != "late.parquet":
-            stat = os.stat(path)
-            seen[str(path)] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": file_sha256(str(path))}
+        stat = os.stat(path)
+        seen[str(path)] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": file_sha256(str(path))}
     return json.dumps(seen, sort_keys=True)
 
 
@@ -260,7 +259,7 @@ def test_late_raw_data_rematerializes_exactly_the_feature_partitions_whose_windo
     first, last, late_days = "2011-01-20", "2011-03-01", ("2011-01-25", "2011-02-25")
     for day in pl.date_range(date(2011, 1, 20), date(2011, 3, 1), eager=True).cast(pl.String):
         rows = real_data(day, day)
-        # The late days first arrive without their last 200 lines; those come later in one late file.
+        # The late days first arrive without their last 200 lines; those come later, re-delivered.
         (rows.head(rows.height - 200) if day in late_days else rows).write_parquet(folder / f"retail_{day}.parquet")
     cat = landing_catalog(catalog, folder, start=date(2011, 1, 20))
     cat = dataclasses.replace(
@@ -286,8 +285,11 @@ def test_late_raw_data_rematerializes_exactly_the_feature_partitions_whose_windo
     assert settled.get_num_requested(feature_key(view)) == 0
 
     # The late file: the sensor asks for exactly its days; ingest them as the daemon would.
-    pl.concat([real_data(d, d).tail(200) for d in late_days]).write_parquet(folder / "late.parquet")
-    requests, _, problems = scan_arrivals(source, cat, json_cursor(folder))
+    # (The landing convention is one file per day: a day's late lines arrive as a re-delivery of its file.)
+    cursor = json_cursor(folder)
+    for d in late_days:
+        real_data(d, d).write_parquet(folder / f"retail_{d}.parquet")
+    requests, _, problems = scan_arrivals(source, cat, cursor)
     assert not problems and [(r.tags[RANGE_START], r.tags[RANGE_END]) for r in requests] == [(d, d) for d in late_days]
     for day in late_days:
         assert run(cat, own_instance, store_resource, [raw_key(source)], partition=day).success
