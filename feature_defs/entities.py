@@ -26,3 +26,12 @@ item = Entity(
     # accepted at ingest, left out of every feature (retail_rules.product_lines), never an item key.
     non_key_pattern=r"^[A-Z][A-Z0-9_ ]*$",
 )
+
+person = Entity(
+    name="person",
+    join_key="person_id",
+    dtype=pl.String,
+    description="A person stitched from anonymous, device and customer ids by the identity graph "
+    "(feature_pipelines/identity); the id is stable: the older id survives a merge, an un-merge restores it.",
+    pattern=r"^p_[0-9a-f]{16}$",
+)

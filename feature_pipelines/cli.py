@@ -113,6 +113,36 @@ def demo(
     raise typer.Exit(0 if ok else 1)
 
 
+@app.command("generate-events")
+def generate_events(
+    customers: Annotated[
+        int | None, typer.Option(help="customers to simulate (default: the real ones); beyond them, clones")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="random seed: the same seed writes the same bytes")] = 11,
+    out: Annotated[Path | None, typer.Option(help="folder (default: feature_defs/data/behaviour)")] = None,
+) -> None:
+    """Write SYNTHETIC behavioural events (one Parquet file per day) and their identity ground truth."""
+    import time
+
+    import polars as pl
+
+    from feature_pipelines.synthetic import events
+
+    started = time.perf_counter()
+    folder = out or events.DEFAULT_OUT
+    try:
+        files = events.write(folder, customers, seed)
+    except ValueError as exc:
+        errors.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    truth = pl.read_parquet(folder / events.TRUTH_FILE)
+    rows = sum(pl.scan_parquet(f).select(pl.len()).collect().item() for f in files)
+    console.print(
+        f"{rows:,} events in {len(files)} daily files, {truth['person'].n_unique():,} persons "
+        f"({truth.height:,} identifiers in {events.TRUTH_FILE}) in {folder}, {time.perf_counter() - started:.1f}s"
+    )
+
+
 @app.command()
 def ingest(
     path: Annotated[Path, typer.Argument(help="a file, a folder of files, or a glob of the source's format")],

@@ -50,6 +50,7 @@ def run_main_job(
     from feature_pipelines.orchestration.feature_assets import HISTORICAL_LOAD_TAG
 
     started = time.perf_counter()
+    ensure_behaviour_events(catalog)
     keys = partitions_for(next(iter(catalog.sources.values()))).get_partition_keys()
     first, last = first or keys[0], last or keys[-1]
     run_config = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}  # step logs, not event noise
@@ -74,6 +75,20 @@ def run_main_job(
     )
     reasons = [] if result.success else failure_reasons(result)
     return RunOutcome(result.success, result.run_id, time.perf_counter() - started, first, last, reasons)
+
+
+def ensure_behaviour_events(catalog: Catalog) -> None:
+    """The behaviour events are synthetic and git-ignored: generate the default set (seeded, deterministic)
+    when the declared location has none, so a fresh checkout runs the whole demo."""
+    from feature_pipelines.offline.ingest import SourceError, source_files
+    from feature_pipelines.synthetic import events
+
+    if "behaviour_events" not in catalog.sources:
+        return
+    try:
+        source_files(catalog.sources["behaviour_events"], catalog.base_dir)
+    except SourceError:
+        events.ensure(events.DEFAULT_OUT)
 
 
 def _raw_history_range(catalog: Catalog, first: str) -> tuple[str, str] | None:

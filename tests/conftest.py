@@ -93,10 +93,12 @@ def store_resource(tmp_path: Path, redis_url: str) -> FeatureStoreResource:
     return FeatureStoreResource(lake_dir=str(tmp_path / "lake"), redis_url=redis_url, versions_kept=3)
 
 
-def with_source_file(catalog: Catalog, path: Path) -> Catalog:
-    """The same catalog reading its (single) source from `path`."""
-    (source,) = catalog.sources.values()
-    return dataclasses.replace(catalog, sources={source.name: dataclasses.replace(source, location=str(path))})
+def with_source_file(catalog: Catalog, path: Path, name: str = "online_retail") -> Catalog:
+    """The same catalog reading its source `name` from `path` (the other sources unchanged)."""
+    source = catalog.sources[name]
+    return dataclasses.replace(
+        catalog, sources={**catalog.sources, name: dataclasses.replace(source, location=str(path))}
+    )
 
 
 def real_data(first: str | None = None, last: str | None = None) -> pl.DataFrame:

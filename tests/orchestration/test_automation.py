@@ -74,7 +74,7 @@ def json_cursor(folder) -> str:
 
 
 def landing_catalog(catalog, folder, start=date(2011, 2, 1), end=date(2011, 3, 1)):
-    (source,) = catalog.sources.values()
+    source = catalog.sources["online_retail"]
     landing = dataclasses.replace(source, location=str(folder / "*.parquet"), start=start, end=end)
     return dataclasses.replace(catalog, sources={source.name: landing})
 
