@@ -241,7 +241,11 @@ def test_definitions_wire_sensors_checks_and_conditions():
     from feature_pipelines.orchestration.definitions import defs
 
     graph = defs.resolve_asset_graph()
-    assert {s.name for s in defs.sensors} == {"online_retail_arrivals", "feature_automation"}
+    assert {s.name for s in defs.sensors} == {
+        "online_retail_arrivals",
+        "behaviour_events_arrivals",
+        "feature_automation",
+    }
     online = graph.get(dg.AssetKey(["online", "user_context"]))
     assert "all_deps_blocking_checks_passed" in str(online.automation_condition.get_snapshot())
     assert graph.get(dg.AssetKey(["features", "user_context"])).automation_condition.get_label() == "eager_or_late_data"
