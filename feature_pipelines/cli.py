@@ -143,6 +143,79 @@ def generate_events(
     )
 
 
+identity_app = typer.Typer(help="Identity stitching: build the graph, explain a person, un-merge, accuracy.")
+app.add_typer(identity_app, name="identity")
+
+
+def _identity_store():
+    from feature_pipelines.identity.stitch import IdentityStore
+    from feature_pipelines.settings import Settings
+
+    return IdentityStore(Settings().lake_dir)
+
+
+@identity_app.command("build")
+def identity_build(
+    events: Annotated[Path | None, typer.Option(help="event files (folder or glob); default: behaviour_events")] = None,
+    incremental: Annotated[bool, typer.Option("--incremental", help="fold these events into the graph")] = False,
+) -> None:
+    """Stitch ids into persons from events on the identity input contract (full recompute by default)."""
+    import polars as pl
+
+    from feature_pipelines.offline.ingest import source_location
+
+    catalog = _catalog()
+    pattern = str(events / "events-*.parquet") if events and events.is_dir() else str(events) if events else None
+    pattern = pattern or source_location(catalog.sources["behaviour_events"], catalog.base_dir)
+    frame = pl.scan_parquet(pattern)
+    store = _identity_store()
+    summary = store.update(frame) if incremental else store.full(frame)
+    console.print_json(json.dumps(summary.__dict__, default=_json_default))
+
+
+@identity_app.command("resolve")
+def identity_resolve(ref: Annotated[str, typer.Argument(help="an id: type:value or a bare value")]) -> None:
+    """Explain the person of an id: its aliases, the edges inside it, refused edges and the rules."""
+    from feature_pipelines.identity.stitch import IdentityError
+
+    try:
+        console.print_json(json.dumps(_identity_store().explain(ref), default=_json_default))
+    except IdentityError as exc:
+        errors.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+
+
+@identity_app.command("split")
+def identity_split(a: Annotated[str, typer.Argument()], b: Annotated[str, typer.Argument()]) -> None:
+    """Retract the edge between ids A and B: their person un-merges and the earlier ids come back."""
+    from feature_pipelines.identity.stitch import IdentityError
+
+    try:
+        summary = _identity_store().split(a, b)
+    except IdentityError as exc:
+        errors.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    console.print_json(json.dumps(summary.__dict__, default=_json_default))
+
+
+@identity_app.command("accuracy")
+def identity_accuracy(
+    truth: Annotated[Path | None, typer.Option(help="truth Parquet (identifier_type, identifier, person)")] = None,
+) -> None:
+    """Pairwise precision and recall of the current persons against ground truth."""
+    import polars as pl
+
+    from feature_pipelines.identity.accuracy import pairwise
+    from feature_pipelines.synthetic import events
+
+    path = truth or events.DEFAULT_OUT / events.TRUTH_FILE
+    if not path.exists():
+        errors.print(f"[red]no ground truth at {path}[/red]")
+        raise typer.Exit(2)
+    result = pairwise(_identity_store().read("persons"), pl.read_parquet(path))
+    console.print_json(json.dumps(result.__dict__))
+
+
 @app.command()
 def ingest(
     path: Annotated[Path, typer.Argument(help="a file, a folder of files, or a glob of the source's format")],

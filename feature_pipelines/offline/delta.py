@@ -205,3 +205,18 @@ def iter_partition(
                     missing = [pl.lit(None, dtype=schema[c]).alias(c) for c in columns if c not in present]
                     frame = frame.with_columns(missing).select(columns)
                 yield frame
+
+
+def overwrite_table(uri: str, frame: pl.DataFrame, commit_metadata: dict[str, str] | None = None) -> Commit:
+    """Replace a whole (small, derived) table in one Delta commit: identity state that is rewritten as a
+    whole each run, with its earlier versions kept in the log."""
+    write_deltalake(
+        uri,
+        frame,
+        mode="overwrite",
+        schema_mode="overwrite",
+        commit_properties=CommitProperties(custom_metadata=dict(commit_metadata)) if commit_metadata else None,
+        configuration={"delta.enableExpiredLogCleanup": "false"},
+        post_commithook_properties=PostCommitHookProperties(cleanup_expired_logs=False),
+    )
+    return Commit(version=DeltaTable(uri).version(), rows=frame.height)

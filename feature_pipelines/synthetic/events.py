@@ -91,14 +91,14 @@ _MASK63 = np.uint64((1 << 63) - 1)
 class World:
     """How the synthetic population behaves; the defaults make the shipped data set."""
 
-    devices_p: tuple[float, float, float] = (0.45, 0.35, 0.20)  # 1, 2 or 3 personal devices
-    cookie_reset: float = 0.15  # a device whose browser cookie is reset once (a second anonymous id)
+    devices_p: tuple[float, float, float] = (0.5, 0.35, 0.15)  # 1, 2 or 3 personal devices
+    cookie_reset: float = 0.1  # a device whose browser cookie is reset once (a second anonymous id)
     household: float = 0.04  # share of customer pairs sharing a household tablet (one cookie for both)
     household_use: float = 0.25  # share of a household member's sessions on the shared tablet
     kiosk_use: float = 0.01  # share of sessions on a public kiosk (fresh cookie per session)
     customers_per_kiosk: int = 2000
     browse_sessions: float = 1.5  # mean browsing sessions per customer, besides the purchases
-    browse_login: float = 0.35  # a browsing session that logs in
+    browse_login: float = 0.7  # a browsing session that logs in (wholesalers log in to see prices)
     clone_keep: float = 0.25  # share of a template's invoices a clone keeps (at least one)
     visitors: float = 0.5  # never-login visitors per customer
     visitor_sessions: float = 0.7  # mean extra sessions per visitor
