@@ -20,7 +20,8 @@ demo: install  ## the main job end to end on the real data, then a summary
 	@mkdir -p $(DAGSTER_HOME)
 	$(BIN)/fstore demo
 
-test: install  ## the whole suite against real Redis, PostgreSQL, Delta files and GE
+test: install  ## the whole suite against real Redis, PostgreSQL, Delta files and GE (.ci/prepare installs and starts what they need)
+	.ci/prepare
 	$(BIN)/pytest -q
 
 # `dg dev` reads the project from pyproject.toml ([tool.dg]); DAGSTER_HOME points it at the demo's instance.

@@ -150,13 +150,19 @@ def reads(url: str, n_entities: int) -> dict[str, float]:
     return {k: round(v, 1) for k, v in out.items()}
 
 
-def peak_rss_10m(url: str) -> float:
-    uri = str(DATA / "delta_10m")
-    build_table(uri, 10_000_000)
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.peak_rss", url, uri], capture_output=True, text=True, check=True
-    )
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+def peak_rss(url: str, uri: str, runs: int = 3) -> dict:
+    """The push's peak memory in fresh processes: the maximum of `runs` runs, and the best throughput."""
+    results = []
+    for _ in range(runs):
+        redis.Redis.from_url(url).flushall()
+        proc = subprocess.run(
+            [sys.executable, "-m", "bench.peak_rss", url, uri], capture_output=True, text=True, check=True
+        )
+        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return {
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in results),
+        "rows_per_s": max(r["rows_per_s"] for r in results),
+    }
 
 
 def main() -> None:
@@ -183,8 +189,11 @@ def main() -> None:
             r.flushall()
             base_seconds = min(base_seconds, baseline_mset(server.url, uri, version))
         base_bytes = (r.info("memory")["used_memory"] - base_mem) / n
+        rss_1m = peak_rss(server.url, uri)
+        uri_10m = str(DATA / "delta_10m")
+        build_table(uri_10m, 10_000_000)
+        rss = peak_rss(server.url, uri_10m)
         r.flushall()
-        rss = peak_rss_10m(server.url)
     finally:
         server.stop()
     results = {
@@ -201,6 +210,8 @@ def main() -> None:
         "baseline_mset_bytes_per_entity": round(base_bytes, 1),
         **read,
         "peak_rss_mb_10m": rss["peak_rss_mb"],
+        "peak_rss_mb_1m": rss_1m["peak_rss_mb"],
+        "peak_rss_10m_vs_1m": round(rss["peak_rss_mb"] / rss_1m["peak_rss_mb"], 2),
         "materialize_10m_rows_per_s": rss["rows_per_s"],
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -328,7 +339,14 @@ TARGETS = [
     ("redis_bytes_per_entity", "≤ 250 bytes", lambda r: r["redis_bytes_per_entity"], 250, "<="),
     ("read1_p99_us", "≤ 1.3 × raw_read1_p99_us", lambda r: r["read1_p99_us"] / r["raw_read1_p99_us"], 1.3, "<="),
     ("read100_p99_us", "≤ 2 × raw_read100_p99_us", lambda r: r["read100_p99_us"] / r["raw_read100_p99_us"], 2.0, "<="),
-    ("peak_rss_mb_10m", "≤ 1,000 MB", lambda r: r["peak_rss_mb_10m"], 1000, "<="),
+    ("peak_rss_mb_10m", "≤ 600 MB", lambda r: r["peak_rss_mb_10m"], 600, "<="),
+    (
+        "peak_rss_10m_vs_1m",
+        "≤ 1.3 × peak_rss_mb_1m",
+        lambda r: r["peak_rss_mb_10m"] / r["peak_rss_mb_1m"],
+        1.3,
+        "<=",
+    ),
     (
         "training_set_s",
         "≤ 1.2 × baseline_join_asof_s",
@@ -356,7 +374,8 @@ def render(r: dict) -> str:
         "redis_bytes_per_entity": f"{r['baseline_mset_bytes_per_entity']} (MSET, no TTL)",
         "read1_p99_us": f"{r['raw_read1_p99_us']} (redis-py GET)",
         "read100_p99_us": f"{r['raw_read100_p99_us']} (redis-py MGET)",
-        "peak_rss_mb_10m": "-",
+        "peak_rss_mb_10m": "- (max of 3 fresh processes)",
+        "peak_rss_10m_vs_1m": f"{r['peak_rss_mb_1m']} MB (1M-row push, max of 3 fresh processes)",
         "training_set_s": f"{r['baseline_join_asof_s']} (polars read + sort + join_asof)",
     }
     for name, target, measure, bound, op in TARGETS:

@@ -103,7 +103,9 @@ def tables(tmp_path):
             {key: ids, f"{name}_n": [10, 20], "event_timestamp": [end] * 2, "partition_date": ["2024-01-01"] * 2},
             schema_overrides={"event_timestamp": pl.Datetime("us", "UTC")},
         )
-        overwrite_partitions(str(tmp_path / name), frame, "partition_date", "2024-01-01", "2024-01-01")
+        overwrite_partitions(
+            str(tmp_path / name), frame, "partition_date", "2024-01-01", "2024-01-01", historical_load=True
+        )
     return lambda view: str(tmp_path / view)
 
 

@@ -27,6 +27,7 @@ import redis
 from feature_pipelines.catalog import Catalog
 from feature_pipelines.contract import ContractError, mismatches
 from feature_pipelines.online.breaker import CircuitBreaker
+from feature_pipelines.entity_keys import EntityKeyError, normalize_ids
 from feature_pipelines.online.codec import value_converter
 from feature_pipelines.online.connection import address, is_cluster, serving_connection
 from feature_pipelines.online.errors import EntityIdError, OnlineStoreError, RedisUnavailable
@@ -238,6 +239,7 @@ class OnlineClient:
     # -- public API ---------------------------------------------------------------------------------
     def get_view(self, view: str, ids: Sequence[Any]) -> list[FeatureRow]:
         """One row per id (in order), features by name; all None for unknown or expired ids."""
+        ids = self._entity_ids(view, ids)
         served = self._served.get(view)
         if served is not None and served.plain and not self._cluster:
             # Fast path: one MGET with the version pointer first; valid unless the pointer moved.
@@ -385,10 +387,24 @@ class OnlineClient:
             key = self.catalog.entity_of(self.catalog.views[view_name]).join_key
             if key not in entities:
                 raise ValueError(f"feature service {service!r} needs {key!r} ids (for view {view_name!r})")
-            reads.append((view_name, list(entities[key]), feats))
+            reads.append((view_name, list(self._entity_ids(view_name, entities[key])), feats))
         rows = self._read(reads, n)
         self._check_contract(service)
         return rows
+
+    def _entity_ids(self, view: str, ids: Sequence[Any]) -> Sequence[Any]:
+        """With a catalog, ids follow their entity's key rules as at ingest (`" 85123a "` reads `85123A`;
+        a negative customer id or a full-width stock code is an error, never another key)."""
+        if self.catalog is None or view not in self.catalog.views:
+            return ids
+        entity = self.catalog.entity_of(self.catalog.views[view])
+        if not (entity.normalize or entity.pattern or entity.min is not None or entity.max is not None):
+            return ids
+        typed = _id_converter(view, str(entity.polars_dtype))(ids)  # a wrong type is named as such first
+        try:
+            return normalize_ids(entity, typed, f"view {view!r}: ids")
+        except EntityKeyError as exc:
+            raise EntityIdError(str(exc)) from exc
 
     def _check_contract(self, service: str) -> None:
         """Refuse a serving version whose dtypes differ from the service's contract; checked once per

@@ -74,6 +74,16 @@ def test_a_service_converts_each_view_by_its_own_entity(pushed, redis_url, catal
         client.get_service("ranking_model_v1", {"customer_id": [12352], "stock_code": [85123.0]})
 
 
+def test_a_catalog_client_applies_the_entity_key_rules_of_ingest(pushed, redis_url, catalog):
+    client = OnlineClient(redis_url, catalog)
+    assert client.get_view("item_popularity", [" 85123a "])[0]["units_sold_7d"] == 1  # strip + upper, as ingest
+    with pytest.raises(EntityIdError, match=r"view 'item_popularity': ids: column 'stock_code', rule key_pattern"):
+        client.get_view("item_popularity", ["８５１２３A"])  # full-width digits: refused, not another key
+    with pytest.raises(EntityIdError, match=r"column 'customer_id', rule key_min: 1 of 2 values"):
+        client.get_view("user_context", [12352, -5])  # -5 was pushed here, but it is no customer id
+    assert client.get_view("user_context", [12352.0])[0]["country"] == "Norway"  # converted, then ruled
+
+
 def test_metadata_written_before_the_key_dtype_still_reads(pushed, redis_url, r):
     keys = pushed.keys("user_context")
     old = json.loads(r.hget(keys.versions, "1"))
