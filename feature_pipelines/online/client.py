@@ -26,8 +26,8 @@ import redis
 
 from feature_pipelines.catalog import Catalog
 from feature_pipelines.contract import ContractError, mismatches
-from feature_pipelines.online.breaker import CircuitBreaker
 from feature_pipelines.entity_keys import EntityKeyError, normalize_ids
+from feature_pipelines.online.breaker import CircuitBreaker
 from feature_pipelines.online.codec import value_converter
 from feature_pipelines.online.connection import address, is_cluster, serving_connection
 from feature_pipelines.online.errors import EntityIdError, OnlineStoreError, RedisUnavailable
