@@ -80,7 +80,7 @@ def window_name(window: timedelta) -> str:
     return f"{window.days}d"
 
 
-def person_profile(events: pl.LazyFrame, ctx: WindowContext) -> pl.DataFrame:
+def person_profile(events: pl.LazyFrame, ctx: WindowContext) -> pl.LazyFrame:
     """One row per person seen in the last 30 days: activity, context, interests, intents and vector.
 
     `events` has `person_id`, `event_time`, `event_id`, `event_type`, `session_id`, `stock_code`,
@@ -151,10 +151,10 @@ def person_profile(events: pl.LazyFrame, ctx: WindowContext) -> pl.DataFrame:
         )
         .sort("person_id")
     )
-    return out.with_columns(profile_vector(out))
+    return out.with_columns(profile_vector(out)).lazy()  # a Transformation returns a LazyFrame
 
 
-def person_location(events: pl.LazyFrame, ctx: WindowContext) -> pl.DataFrame:
+def person_location(events: pl.LazyFrame, ctx: WindowContext) -> pl.LazyFrame:
     """Sensitive: the country a person's locales point to most in 30 days (ties: the latest locale's)."""
     country = pl.col("locale").str.split("-").list.last()
     counted = (
@@ -165,4 +165,4 @@ def person_location(events: pl.LazyFrame, ctx: WindowContext) -> pl.DataFrame:
         .group_by("person_id", maintain_order=True)
         .first()
     )
-    return counted.select("person_id", pl.col("country").alias("inferred_country")).collect().sort("person_id")
+    return counted.select("person_id", pl.col("country").alias("inferred_country")).sort("person_id")

@@ -53,7 +53,7 @@ EVENTS = pl.DataFrame(
 
 
 def test_profile_values_are_what_the_events_say():
-    out = person_profile(EVENTS.lazy(), CTX)
+    out = person_profile(EVENTS.lazy(), CTX).collect()
     p1, p2 = out.row(0, named=True), out.row(1, named=True)
     assert (p1["person_id"], p2["person_id"]) == ("p1", "p2")
     assert (p1["sessions_1d"], p1["sessions_7d"], p1["sessions_30d"]) == (1, 1, 2)
@@ -79,8 +79,8 @@ def test_profile_values_are_what_the_events_say():
 
 
 def test_the_profile_is_deterministic_whatever_the_row_order():
-    a = person_profile(EVENTS.lazy(), CTX)
-    b = person_profile(EVENTS.reverse().lazy(), CTX)
+    a = person_profile(EVENTS.lazy(), CTX).collect()
+    b = person_profile(EVENTS.reverse().lazy(), CTX).collect()
     assert a.equals(b)
 
 
@@ -100,5 +100,5 @@ def test_categories_come_from_descriptions_by_ordered_keyword_rules():
 
 
 def test_the_sensitive_location_is_the_most_seen_country():
-    out = person_location(EVENTS.lazy(), CTX)
+    out = person_location(EVENTS.lazy(), CTX).collect()
     assert out.rows() == [("p1", "GB"), ("p2", "DE")]
