@@ -216,6 +216,7 @@ def main() -> None:
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     results.update(training_set_bench())
+    results.update(alias_read_bench())
     (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
     (HERE / "RESULTS.md").write_text(render(results))
     _update_readme(render(results))
@@ -323,6 +324,100 @@ def training_set_bench() -> dict:
     return {"training_set_s": round(best["ours"], 3), "baseline_join_asof_s": round(best["baseline"], 3)}
 
 
+PERSON_SCHEMA = OnlineSchema(
+    view="bench_person",
+    namespace="fs",
+    join_key="person_id",
+    features=FEATURES,
+    dtypes=SCHEMA.dtypes,
+    ttl_seconds=7 * 24 * 3600,
+    key_dtype="String",
+)
+
+
+def alias_read_bench(persons: int = 1_000_000, calls: int = 2000) -> dict:
+    """Serving by alias against a direct read of the same features: `persons` persons x 20 features, each
+    with an anonymous id, a device id and (for a third) a customer id; on a private redis-server.
+
+    The three reads are interleaved call by call: `get_by_alias` (one FCALL_RO: pointer, alias and the
+    person's key read in Redis), `get_view` by person id (one MGET: pointer and key), and redis-py GET of
+    the person's key (the floor)."""
+    frame = (
+        make_frame(persons, 0, seed=7)
+        .drop("partition_date")
+        .with_columns(("p" + pl.col("user_id").cast(pl.String)).alias("person_id"))
+        .drop("user_id")
+        .select("person_id", *FEATURES)
+    )
+    pid = frame["person_id"]
+    aliases = pl.concat(
+        [
+            pl.DataFrame({"identifier_type": "anonymous_id", "identifier": "a" + pid, "person_id": pid}),
+            pl.DataFrame({"identifier_type": "device_id", "identifier": "d" + pid, "person_id": pid}),
+            pl.DataFrame(
+                {"identifier_type": "customer_id", "identifier": pl.int_range(0, persons, eager=True), "person_id": pid}
+            )
+            .with_columns(pl.col("identifier").cast(pl.String))
+            .gather_every(3),
+        ]
+    )
+    server = RedisServer()
+    try:
+        r = redis.Redis.from_url(server.url)
+        store = OnlineStore(r, OnlineLayout([PERSON_SCHEMA]), versions_kept=1)
+        base_mem = r.info("memory")["used_memory"]
+        started = time.perf_counter()
+        written = store.write(
+            PERSON_SCHEMA.view,
+            [frame],
+            partition=PARTITION,
+            delta_table="/bench",
+            delta_version=None,
+            run_id="bench",
+            definition_hash="bench",
+            aliases=[aliases],
+            alias_source={"table": "/bench", "delta_version": 0},
+        )
+        push_s = time.perf_counter() - started
+        assert store.promote(written).promoted
+        used = r.info("memory")["used_memory"] - base_mem
+        client = OnlineClient(server.url)
+        version = written.version
+        rng = np.random.default_rng(3)
+        i = int(rng.integers(0, persons))
+        person = f"p{i}"
+        anon = f"a{person}"
+        key = PERSON_SCHEMA.keys.data_key(version, person)
+        by_alias = client.get_by_alias(PERSON_SCHEMA.view, "anonymous_id", anon)
+        assert by_alias.person_id == person and by_alias.features == client.get_view(PERSON_SCHEMA.view, [person])[0]
+        samples: dict[str, list[float]] = {"alias": [], "direct": [], "raw": []}
+        reads = {
+            "alias": lambda: client.get_by_alias(PERSON_SCHEMA.view, "anonymous_id", anon),
+            "direct": lambda: client.get_view(PERSON_SCHEMA.view, [person]),
+            "raw": lambda: r.get(key),
+        }
+        for n in range(200 + calls):
+            for name, read in reads.items():
+                t = time.perf_counter()
+                read()
+                if n >= 200:
+                    samples[name].append(time.perf_counter() - t)
+    finally:
+        server.stop()
+    out = {}
+    for name, values in samples.items():
+        p50, p99 = percentiles(values)
+        out[f"{name}_read1_by_person_p50_us" if name != "alias" else "alias_read1_p50_us"] = round(p50, 1)
+        out[f"{name}_read1_by_person_p99_us" if name != "alias" else "alias_read1_p99_us"] = round(p99, 1)
+    return {
+        **out,
+        "alias_persons": persons,
+        "alias_keys": aliases.height,
+        "alias_push_rows_per_s": round((persons + aliases.height) / push_s),
+        "alias_redis_bytes_per_person": round(used / persons, 1),
+    }
+
+
 def _redis_version() -> str:
     out = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout
     return out.split("v=")[1].split()[0] if "v=" in out else out.strip()
@@ -345,6 +440,13 @@ TARGETS = [
         "≤ 1.3 × peak_rss_mb_1m",
         lambda r: r["peak_rss_mb_10m"] / r["peak_rss_mb_1m"],
         1.3,
+        "<=",
+    ),
+    (
+        "alias_read1_p99_us",
+        "≤ 1.5 × direct_read1_by_person_p99_us",
+        lambda r: r["alias_read1_p99_us"] / r["direct_read1_by_person_p99_us"],
+        1.5,
         "<=",
     ),
     (
@@ -377,6 +479,8 @@ def render(r: dict) -> str:
         "peak_rss_mb_10m": "- (max of 3 fresh processes)",
         "peak_rss_10m_vs_1m": f"{r['peak_rss_mb_1m']} MB (1M-row push, max of 3 fresh processes)",
         "training_set_s": f"{r['baseline_join_asof_s']} (polars read + sort + join_asof)",
+        "alias_read1_p99_us": f"{r['direct_read1_by_person_p99_us']} (the client by person id; redis-py GET "
+        f"{r['raw_read1_by_person_p99_us']})",
     }
     for name, target, measure, bound, op in TARGETS:
         value = measure(r)
@@ -392,5 +496,15 @@ def render(r: dict) -> str:
     return "\n".join(lines)
 
 
+ENTRIES = {"alias": alias_read_bench}
+"""Entries that run alone: `python -m bench.run alias` prints its figures (and writes results/<name>.json)."""
+
+
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) > 1:
+        RESULTS.mkdir(exist_ok=True)
+        figures = ENTRIES[sys.argv[1]]()
+        (RESULTS / f"{sys.argv[1]}.json").write_text(json.dumps(figures, indent=2) + "\n")
+        print(json.dumps(figures, indent=2))
+    else:
+        main()

@@ -634,14 +634,14 @@ def rollback(
     While pinned, pushes write and verify their versions but do not promote them (`fstore status` shows it):
     end it with `fstore unpin VIEW`, or `fstore promote VIEW VERSION --unpin`."""
     from feature_pipelines.online.errors import OnlineStoreError
-    from feature_pipelines.publish import version_ids
+    from feature_pipelines.publish import version_aliases, version_ids
     from feature_pipelines.settings import Settings
 
     catalog = _catalog()
     _view_or_exit(catalog, view)
     store = _store(catalog, Settings())
     try:
-        done = store.rollback(view, to, ids_of=version_ids, by=_user(), reason=reason)
+        done = store.rollback(view, to, ids_of=version_ids, aliases_of=version_aliases, by=_user(), reason=reason)
     except OnlineStoreError as exc:
         hint = f"\n{FIRST_RUN}" if not store.versions(view) else ""
         errors.print(f"[red]{escape(str(exc))}[/red]{hint}")
@@ -675,14 +675,16 @@ def promote(
 ) -> None:
     """Serve a written version on purpose (never an older partition than the serving one; that is rollback)."""
     from feature_pipelines.online.errors import OnlineStoreError
-    from feature_pipelines.publish import version_ids
+    from feature_pipelines.publish import version_aliases, version_ids
     from feature_pipelines.settings import Settings
 
     catalog = _catalog()
     _view_or_exit(catalog, view)
     store = _store(catalog, Settings())
     try:
-        done = store.promote_version(view, version, ids_of=version_ids, unpin=unpin_, by=_user(), reason=reason)
+        done = store.promote_version(
+            view, version, ids_of=version_ids, aliases_of=version_aliases, unpin=unpin_, by=_user(), reason=reason
+        )
     except OnlineStoreError as exc:
         errors.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
@@ -695,7 +697,7 @@ def promote(
 @app.command()
 def gc(view: Annotated[str | None, typer.Argument(help="online feature view; default: all of them")] = None) -> None:
     """Remove what pruning would: dead pushes' keys, half-deleted versions, versions beyond the kept ones."""
-    from feature_pipelines.publish import version_ids
+    from feature_pipelines.publish import version_aliases, version_ids
     from feature_pipelines.settings import Settings
 
     catalog = _catalog()
@@ -705,7 +707,7 @@ def gc(view: Annotated[str | None, typer.Argument(help="online feature view; def
     failed = False
     for name in [view] if view else [v.name for v in catalog.online_views]:
         try:
-            pruned = store.prune(name, version_ids)
+            pruned = store.prune(name, version_ids, version_aliases)
         except Exception as exc:  # noqa: BLE001 - one view's failure (Redis, its Delta table) does not stop the others
             errors.print(f"[red]{name}: {type(exc).__name__}: {exc}[/red]")
             failed = True

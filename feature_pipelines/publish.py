@@ -16,7 +16,7 @@ from feature_pipelines.checks.roundtrip import RoundTrip, compare
 from feature_pipelines.offline import delta
 from feature_pipelines.online.client import OnlineClient
 from feature_pipelines.online.layout import NAMESPACES
-from feature_pipelines.online.store import OnlineStore, Promotion, Pruned, VersionMeta, Written
+from feature_pipelines.online.store import ALIAS_COLUMNS, OnlineStore, Promotion, Pruned, VersionMeta, Written
 from feature_pipelines.spec import PARTITION_DATE
 
 ID_BATCH = 100_000
@@ -45,6 +45,43 @@ def version_ids(meta: VersionMeta) -> Iterator[pl.Series]:
         yield batch[key]
 
 
+@dataclass(frozen=True)
+class AliasSource:
+    """Where a person-keyed view's aliases come from: the alias map's Delta table (columns
+    `identifier_type`, `identifier`, `person_id`, `known_to`; null `known_to` = the current alias) at one
+    Delta version, recorded with the online version so its alias keys can be recomputed."""
+
+    table: str
+    delta_version: int | None = None
+    """None: the table's newest version, resolved (and recorded) when the push starts."""
+
+
+def partition_aliases(
+    alias_table: str, alias_version: int | None, persons: pl.Series, join_key: str = "person_id"
+) -> pl.DataFrame:
+    """The current aliases of the persons in `persons` (a version's ids), sorted: the alias keys a version
+    gets. A person's every identifier, including a never-logged-in visitor's own anonymous id."""
+    if delta.table_version(alias_table) is None:
+        raise FileNotFoundError(f"alias map {alias_table!r} does not exist; build the identity graph first")
+    current = (
+        delta.scan(alias_table, alias_version)
+        .filter(pl.col("known_to").is_null())
+        .select(pl.col("identifier_type").cast(pl.String), pl.col("identifier").cast(pl.String), "person_id")
+        .with_columns(pl.col("person_id").cast(pl.String))
+    )
+    ids = pl.LazyFrame({"person_id": persons.cast(pl.String).unique()})
+    return current.join(ids, on="person_id", how="semi").collect().sort("identifier_type", "identifier")
+
+
+def version_aliases(meta: VersionMeta) -> Iterator[pl.DataFrame]:
+    """The aliases a version was written with, recomputed from the alias map version it recorded."""
+    if meta.aliases is None or delta.table_version(meta.aliases["table"]) is None:
+        return  # no aliases, or a removed alias map: the alias keys expire by their TTL
+    ids = list(version_ids(meta))
+    persons = pl.concat(ids) if ids else pl.Series("person_id", [], pl.String)
+    yield partition_aliases(meta.aliases["table"], meta.aliases["delta_version"], persons).select(ALIAS_COLUMNS)
+
+
 def publish(
     store: OnlineStore,
     view: str,
@@ -54,11 +91,26 @@ def publish(
     run_id: str,
     definition_hash: str,
     sample: int,
+    aliases: AliasSource | None = None,
 ) -> Published:
-    """Push the Delta partition `partition` of `table` as a new version of `view`, verified before it serves."""
+    """Push the Delta partition `partition` of `table` as a new version of `view`, verified before it serves.
+
+    A person-keyed view given `aliases` also gets the alias keys of its persons, written after their
+    features and promoted with them, so a reader holding any of a person's ids reads that version."""
     schema = store.layout[view]
     version = delta.table_version(table)
     batches = delta.iter_partition(table, PARTITION_DATE, partition, [schema.join_key, *schema.features], version)
+    alias_frames, alias_source = None, None
+    if aliases is not None:
+        alias_version = aliases.delta_version
+        if alias_version is None:
+            alias_version = delta.table_version(aliases.table)
+        id_batches = list(
+            delta.iter_partition(table, PARTITION_DATE, partition, [schema.join_key], version, batch_rows=ID_BATCH)
+        )
+        persons = pl.concat([b[schema.join_key] for b in id_batches]) if id_batches else pl.Series([], dtype=pl.String)
+        alias_frames = [partition_aliases(aliases.table, alias_version, persons).select(ALIAS_COLUMNS)]
+        alias_source = {"table": aliases.table, "delta_version": alias_version}
     written = store.write(
         view,
         batches,
@@ -67,6 +119,8 @@ def publish(
         delta_version=version,
         run_id=run_id,
         definition_hash=definition_hash,
+        aliases=alias_frames,
+        alias_source=alias_source,
     )
     try:
         check = compare(
@@ -84,7 +138,7 @@ def publish(
     finally:
         written.release()  # a failed check run leaves a dead version, removed by the next prune
     try:
-        pruned, warnings = store.prune(view, version_ids), ()
+        pruned, warnings = store.prune(view, version_ids, version_aliases), ()
     except Exception as exc:  # noqa: BLE001 - the version is decided; a prune failure must not fail the push
         pruned = None
         warnings = (
@@ -99,4 +153,6 @@ def retire_old_namespaces(store: OnlineStore, view: str) -> list[str]:
     the old copy must not stay readable by that namespace's readers. Runs after every push, whatever its
     outcome; a killed removal is finished by the next push. Not a warning when it fails: it raises."""
     own = store.layout[view].namespace
-    return [ns for ns in NAMESPACES if ns != own and store.remove_namespace_copy(view, ns, version_ids)]
+    return [
+        ns for ns in NAMESPACES if ns != own and store.remove_namespace_copy(view, ns, version_ids, version_aliases)
+    ]

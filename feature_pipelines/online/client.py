@@ -31,7 +31,14 @@ from feature_pipelines.online.breaker import CircuitBreaker
 from feature_pipelines.online.codec import value_converter
 from feature_pipelines.online.connection import address, is_cluster, serving_connection
 from feature_pipelines.online.errors import EntityIdError, OnlineStoreError, RedisUnavailable
-from feature_pipelines.online.layout import NAMESPACES, OnlineLayout, OnlineSchema, ViewKeys
+from feature_pipelines.online.layout import (
+    ALIAS_FUNCTION,
+    IDENTIFIER_TYPE,
+    NAMESPACES,
+    OnlineLayout,
+    OnlineSchema,
+    ViewKeys,
+)
 from feature_pipelines.online.store import VersionMeta
 
 
@@ -169,6 +176,22 @@ class _Served:
     ids: IdConverter
 
 
+@dataclass(frozen=True)
+class AliasRead:
+    """What `get_by_alias` returns: the person's features, and the person each view resolved the alias to."""
+
+    features: FeatureRow
+    persons: dict[str, str | None]
+    """Per view: the person id (None: the alias is unknown in that view's serving version). Each view
+    resolves with the aliases of its own serving version, so after a merge pushed to one view and not yet
+    to another they may differ for a while."""
+
+    @property
+    def person_id(self) -> str | None:
+        """The person the identifier resolved to (the first view's that knows it), None if none does."""
+        return next((p for p in self.persons.values() if p is not None), None)
+
+
 class OnlineClient:
     """Reads features from Redis, keyed by view name.
 
@@ -234,6 +257,102 @@ class OnlineClient:
                 if values[0] == served.version_bytes:
                     return _decode_plain(served, values[1:])
         return self._read([(view, list(ids), None)], len(ids))
+
+    def get_by_alias(self, view_or_service: str, identifier_type: str, identifier: str | int) -> AliasRead:
+        """A person-keyed view's (or feature service's) features for whoever `identifier` belongs to, e.g.
+        `get_by_alias("person_profile", "anonymous_id", "a-7f3c")`: one round trip, in which Redis resolves
+        the alias in the serving version and reads that person's features (`FCALL_RO fs_get_by_alias`).
+        An unknown alias reads as all None, with person None. In a Redis Cluster the alias and the person's
+        key live on different slots: the client reads them one after the other (docs/online-key-spec.md)."""
+        if not isinstance(identifier_type, str) or not IDENTIFIER_TYPE.match(identifier_type):
+            raise EntityIdError(f"identifier type {identifier_type!r} is not valid (e.g. 'anonymous_id', 'device_id')")
+        if isinstance(identifier, bool) or not isinstance(identifier, str | numbers.Integral):
+            raise EntityIdError(
+                f"identifier {identifier!r} ({type(identifier).__name__}) is not valid: expected a str (or an int)"
+            )
+        ident = str(int(identifier)) if isinstance(identifier, numbers.Integral) else identifier
+        service = None
+        if self.catalog is not None and view_or_service in self.catalog.services:
+            service = view_or_service
+            reads = self._service_alias_reads(service)
+        else:
+            reads = [(view_or_service, None)]
+        keys = [self.keys(view) for view, _ in reads]
+        if self._cluster:
+            replies = self._alias_steps(reads, keys, identifier_type, ident)
+        else:
+            args = [ALIAS_FUNCTION, len(keys), *[k.current for k in keys], identifier_type, ident]
+            for k in keys:
+                args += [k.namespace, k.view]
+            replies = self._call_function(*args)
+        served, values, persons = [], [], {}
+        for (view, _), (version, person, value) in zip(reads, replies, strict=True):
+            if version is None:
+                raise OnlineStoreError(f"view {view!r} has no serving version in Redis at {self.address}")
+            served.append(self._served_at(view, int(version)))
+            values.append(value)
+            persons[view] = person.decode() if person is not None else None
+        row = self._decode([(view, [None], wanted) for view, wanted in reads], served, values, 1)[0]
+        if service is not None:
+            self._check_contract(service)
+        return AliasRead(row, persons)
+
+    def _service_alias_reads(self, service: str) -> list[tuple[str, list[str] | None]]:
+        """The views of `service` and the features wanted from each; all must be keyed by one entity."""
+        wanted: dict[str, list[str]] = {}
+        for ref in self.catalog.resolve_service(service):  # type: ignore[union-attr]
+            wanted.setdefault(ref.view.deployed_name, []).append(ref.feature)
+        keys = {v: self.catalog.entity_of(self.catalog.views[v]).join_key for v in wanted}  # type: ignore[union-attr]
+        if len(set(keys.values())) > 1:
+            raise ValueError(
+                f"feature service {service!r} reads views keyed by different entities ({keys}); only one "
+                "person-keyed entity is served by alias"
+            )
+        return list(wanted.items())
+
+    def _call_function(self, *args: Any) -> list[list[Any]]:
+        try:
+            return self._call(self.r.execute_command, "FCALL_RO", *args)
+        except OnlineStoreError as exc:
+            if "function not found" in str(exc.__cause__).lower():
+                raise OnlineStoreError(
+                    f"Redis at {self.address} has no function {ALIAS_FUNCTION!r}: no push has written alias keys "
+                    "there yet (the store loads the library with the first person-keyed push)"
+                ) from exc
+            raise
+
+    def _alias_steps(
+        self, reads: list[tuple[str, list[str] | None]], keys: list[ViewKeys], identifier_type: str, ident: str
+    ) -> list[list[Any]]:
+        """Redis Cluster: the alias, then the person's key, then the pointer again (a version still serving
+        after the read was not being deleted during it). Two to three round trips per view."""
+        out = []
+        for (view, _), k in zip(reads, keys, strict=True):
+            for _attempt in range(3):
+                served = self._served.get(view) or self._refresh(view)
+                person = self._call(self.r.get, k.alias_key(served.version, identifier_type, ident))
+                value = None
+                if person is not None:
+                    value = self._call(self.r.get, k.data_key(served.version, person.decode()))
+                if self._call(self.r.get, k.current) == served.version_bytes:
+                    out.append([served.version_bytes, person, value])
+                    break
+                self._served.pop(view, None)
+            else:
+                raise OnlineStoreError(f"view {view!r}: the serving version kept changing during the read; retry")
+        return out
+
+    def _served_at(self, view: str, version: int) -> _Served:
+        """The decoding of `version` of `view`, which served at the read: cached, else its metadata."""
+        served = self._served.get(view)
+        if served is not None and served.version == version:
+            return served
+        keys = self.keys(view)
+        raw = self._call(self.r.hget, keys.versions, str(version))
+        if raw is None:
+            raise OnlineStoreError(f"view {view!r}: serving version {version} has no metadata")
+        served = self._served[view] = self._served_from(VersionMeta.from_json(raw), keys)
+        return served
 
     def get_version(self, view: str, version: int, ids: Sequence[Any]) -> list[FeatureRow]:
         """A given version of a view, served or not (for checks and audits, not for serving)."""

@@ -48,8 +48,22 @@ def encode_set_commands(keys: pl.Series, frame: pl.DataFrame, columns: list[str]
 
     The value of row i is the msgpack array of `frame[columns]` row i. Building the commands in bulk lets
     the writer stream them to Redis with one `sendall` per batch, with no Python object per row."""
-    n = frame.height
     val_len, write_values = _plan_rows(frame, columns)
+    return _set_commands(keys, val_len, write_values, ttl_ms)
+
+
+def encode_text_set_commands(keys: pl.Series, values: pl.Series, ttl_ms: int) -> bytes:
+    """`SET key value [PX ttl]` for every row, the value being plain UTF-8 text (an alias's person id)."""
+    val_len, data = _utf8(values)
+
+    def write_values(buf: np.ndarray, starts: np.ndarray) -> None:
+        _copy_payload(buf, starts, data, val_len)
+
+    return _set_commands(keys, val_len, write_values, ttl_ms)
+
+
+def _set_commands(keys: pl.Series, val_len: np.ndarray, write_values, ttl_ms: int) -> bytes:
+    n = len(keys)
     key_len, key_data = _utf8(keys)
     tail = f"\r\n$2\r\nPX\r\n${len(str(ttl_ms))}\r\n{ttl_ms}\r\n" if ttl_ms else "\r\n"
     head = b"*5\r\n$3\r\nSET\r\n$" if ttl_ms else b"*3\r\n$3\r\nSET\r\n$"

@@ -7,6 +7,12 @@
     <ns>:{<view>}:pin            JSON of the rollback that pinned the view (absent when not pinned)
     <ns>:{<view>}:lease:<v>      a push's lease on version v while it writes and is verified (PX)
     <ns>:<view>:<version>:{<id>} msgpack array of the view's features, in schema order
+    <ns>:<view>:<version>:alias:<type>:{<identifier>}
+                                 the person id an identifier (anonymous_id, device_id...) resolved to when
+                                 version <version> of a person-keyed view was written (plain text)
+
+Readers resolve an alias and read the person's features in one server-side step with the Redis Function
+`fs_get_by_alias` of library `fstore` (its source is `FUNCTION_LIBRARY` below; the store loads it).
 
 `<ns>` is `fs` for public and internal views and `fss` for confidential and restricted ones, so Redis ACLs
 separate them by key pattern. Control keys are hash-tagged by view (a Redis Cluster keeps them in one slot,
@@ -16,6 +22,7 @@ full contract is docs/online-key-spec.md.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -27,6 +34,8 @@ if TYPE_CHECKING:
     from feature_pipelines.spec import FeatureView
 
 NAMESPACES = ("fs", "fss")
+IDENTIFIER_TYPE = re.compile(r"[a-z][a-z0-9_]*\Z")
+"""An identifier type as it appears in alias keys (`anonymous_id`, `device_id`, `customer_id`)."""
 SENSITIVE = ("confidential", "restricted")
 
 
@@ -78,6 +87,46 @@ class ViewKeys:
     def data_keys(self, version: int, ids: pl.Series) -> pl.Series:
         """Data keys of many ids at once (ids already in their key form, see `key_text`)."""
         return self.data_prefix(version) + key_text(ids) + "}"
+
+    def alias_key(self, version: int, identifier_type: str, identifier: str) -> str:
+        """The person an identifier resolved to in `version` (a person-keyed view)."""
+        return f"{self.namespace}:{self.view}:{version}:alias:{identifier_type}:{{{identifier}}}"
+
+    def alias_keys(self, version: int, identifier_types: pl.Series, identifiers: pl.Series) -> pl.Series:
+        """`alias_key` of many (type, identifier) pairs at once."""
+        head = f"{self.namespace}:{self.view}:{version}:alias:"
+        return head + identifier_types.cast(pl.String) + ":{" + identifiers.cast(pl.String) + "}"
+
+
+FUNCTION_LIBRARY_NAME = "fstore"
+ALIAS_FUNCTION = "fs_get_by_alias"
+FUNCTION_LIBRARY = f"""#!lua name={FUNCTION_LIBRARY_NAME}
+-- Serve by any alias in one server-side step (docs/online-key-spec.md, "Reading by alias").
+-- FCALL_RO {ALIAS_FUNCTION} <n> <pointer key of view 1> ... <pointer key of view n>
+--         <identifier type> <identifier> <ns 1> <view 1> ... <ns n> <view n>
+-- Reply: one [version, person id, value] per view; nil where the view is not served, the alias is
+-- unknown in the serving version, or the person has no features in it. Keys are spelled as in
+-- `ViewKeys.data_key` and `ViewKeys.alias_key`.
+local function get_by_alias(keys, args)
+  local itype, ident = args[1], args[2]
+  local out = {{}}
+  for i = 1, #keys do
+    local ns, view = args[1 + 2 * i], args[2 + 2 * i]
+    local v = redis.call('GET', keys[i])
+    local person, value = false, false
+    if v then
+      local base = ns .. ':' .. view .. ':' .. v .. ':'
+      person = redis.call('GET', base .. 'alias:' .. itype .. ':{{' .. ident .. '}}')
+      if person then value = redis.call('GET', base .. '{{' .. person .. '}}') end
+    end
+    out[i] = {{v, person, value}}
+  end
+  return out
+end
+redis.register_function{{function_name = '{ALIAS_FUNCTION}', callback = get_by_alias, flags = {{'no-writes'}}}}
+"""
+"""The Redis Function library the store loads (`FUNCTION LOAD REPLACE`): read-only, so ACL users granted
+`+fcall_ro` (and the GETs it makes, on the view's key patterns) call it with `FCALL_RO`."""
 
 
 def key_text(ids: pl.Series) -> pl.Series:

@@ -33,7 +33,13 @@ import redis
 
 from feature_pipelines.online.connection import is_cluster
 from feature_pipelines.online.errors import OnlineStoreError
-from feature_pipelines.online.layout import OnlineLayout, OnlineSchema, ViewKeys
+from feature_pipelines.online.layout import (
+    FUNCTION_LIBRARY,
+    IDENTIFIER_TYPE,
+    OnlineLayout,
+    OnlineSchema,
+    ViewKeys,
+)
 from feature_pipelines.online.writer import writer_for
 
 CHUNK = 1000
@@ -183,6 +189,10 @@ return 0
 
 IdsOf = Callable[["VersionMeta"], Iterable[pl.Series]]
 """The entity ids a version was written for, in batches (from the Delta partition it was written from)."""
+AliasesOf = Callable[["VersionMeta"], Iterable[pl.DataFrame]]
+"""The aliases a version was written with (`identifier_type`, `identifier` columns), in batches: from the
+alias map version recorded in its metadata (`VersionMeta.aliases`)."""
+ALIAS_COLUMNS = ("identifier_type", "identifier", "person_id")
 
 
 @dataclass
@@ -198,6 +208,9 @@ class VersionMeta:
     schema: OnlineSchema
     status: str = "written"
     extra: dict[str, Any] = field(default_factory=dict)
+    aliases: dict[str, Any] | None = None
+    """Person-keyed views: where the version's alias keys came from (the caller's `alias_source`, e.g. the
+    alias map's Delta table and version) and how many were written (`rows`). None: no alias keys."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -415,6 +428,16 @@ class OnlineStore:
         self._unpin = client.register_script(_UNPIN)
         self._mark_deleting = client.register_script(_MARK_DELETING)
         self._forget = client.register_script(_FORGET)
+        self._functions_loaded = False
+
+    def load_functions(self) -> None:
+        """Register the read-only Redis Function library (`FCALL_RO fs_get_by_alias`) readers resolve
+        aliases with. Functions are server-wide (not per database) and survive restarts with the data;
+        REPLACE makes this idempotent. In a Redis Cluster it is loaded on every primary."""
+        if self._functions_loaded:
+            return
+        self.r.function_load(FUNCTION_LIBRARY, replace=True)  # redis-py sends it to every primary of a cluster
+        self._functions_loaded = True
 
     def keys(self, view: str) -> ViewKeys:
         return self.layout.keys_of(view)
@@ -489,11 +512,18 @@ class OnlineStore:
         delta_version: int | None,
         run_id: str,
         definition_hash: str,
+        aliases: Iterable[pl.DataFrame] | None = None,
+        alias_source: dict[str, Any] | None = None,
     ) -> Written:
         """Write every batch as a new, complete version (status `written`); it does not serve yet.
 
         The version is recorded, with its lease, before the first key, so a killed push is found (its
-        lease runs out) and its keys removed from its Delta partition by the next prune."""
+        lease runs out) and its keys removed from its Delta partition by the next prune.
+
+        A person-keyed view also gets `aliases` (frames of `identifier_type`, `identifier`, `person_id`),
+        written after every data key: an alias of a version only ever names a person written in it, and
+        none is readable before the version is promoted. `alias_source` is recorded in the metadata so a
+        prune or rollback can recompute the alias keys (`AliasesOf`)."""
         started = time.perf_counter()
         schema = self.layout[view]
         keys = schema.keys
@@ -510,13 +540,19 @@ class OnlineStore:
             schema=schema,
             status="writing",
             extra={"started_at": time.time()},
+            aliases=None if aliases is None else {**(alias_source or {}), "rows": 0},
         )
+        if aliases is not None:
+            self.load_functions()
         lease = Lease(self, keys, version, self.lease_seconds)
         begun = meta.to_json()
         self._begin(keys=[lease.key, keys.versions], args=[version, lease.token, lease.ms, begun])
         lease.start()
         try:
-            meta.rows = self._write_batches(schema, version, batches, lease)
+            written_ids: list[pl.Series] | None = [] if aliases is not None else None
+            meta.rows = self._write_batches(schema, version, batches, lease, written_ids)
+            if aliases is not None and meta.aliases is not None:
+                meta.aliases["rows"] = self._write_aliases(schema, version, aliases, lease, written_ids or [])
             meta.status = "written"
             meta.written_at = time.time()
             done = self._mark_written(
@@ -558,7 +594,14 @@ class OnlineStore:
         serving = self.serving_version(written.view)
         return Promotion(written.view, written.version, Outcome.REJECTED, serving, serving, f"rejected: {reason}")
 
-    def _write_batches(self, schema: OnlineSchema, version: int, batches: Iterable[pl.DataFrame], lease: Lease) -> int:
+    def _write_batches(
+        self,
+        schema: OnlineSchema,
+        version: int,
+        batches: Iterable[pl.DataFrame],
+        lease: Lease,
+        written_ids: list[pl.Series] | None = None,
+    ) -> int:
         ttl_ms = (schema.ttl_seconds or 0) * 1000
         keys = schema.keys
         writer = writer_for(self.r)
@@ -575,6 +618,37 @@ class OnlineStore:
                     if nulls:
                         raise OnlineStoreError(f"view {schema.view!r}: {nulls} rows have a null {schema.join_key!r}")
                     writer.write(keys.data_keys(version, part[schema.join_key]), part, schema.features, ttl_ms)
+                    if written_ids is not None:
+                        written_ids.append(part[schema.join_key].cast(pl.String))
+                    rows += part.height
+        finally:
+            writer.close()
+        return rows
+
+    def _write_aliases(
+        self,
+        schema: OnlineSchema,
+        version: int,
+        aliases: Iterable[pl.DataFrame],
+        lease: Lease,
+        written_ids: list[pl.Series],
+    ) -> int:
+        """Write the alias keys of `version`, refusing any alias whose person has no data key in it."""
+        ttl_ms = (schema.ttl_seconds or 0) * 1000
+        persons = pl.concat(written_ids) if written_ids else pl.Series(schema.join_key, [], pl.String)
+        writer = writer_for(self.r)
+        rows = 0
+        try:
+            for frame in aliases:
+                check_aliases(schema.view, frame, persons)
+                for start in range(0, frame.height, BATCH):
+                    if lease.lost:
+                        raise OnlineStoreError(
+                            f"view {schema.view!r}: version {version} lost its lease after {rows} alias keys; stopped"
+                        )
+                    part = frame.slice(start, BATCH)
+                    keys = schema.keys.alias_keys(version, part["identifier_type"], part["identifier"])
+                    writer.write_text(keys, part["person_id"].cast(pl.String), ttl_ms)
                     rows += part.height
         finally:
             writer.close()
@@ -630,6 +704,7 @@ class OnlineStore:
         to_version: int | None = None,
         *,
         ids_of: IdsOf,
+        aliases_of: AliasesOf | None = None,
         by: str = "",
         reason: str = "",
         run_id: str = "",
@@ -643,7 +718,7 @@ class OnlineStore:
             history = self.history(view)
             target = to_version if to_version is not None else self._previous_served(view, current, history)
             meta = self._check_target(view, target, current, history)
-            refreshed = self._refresh_keys(meta, ids_of)
+            refreshed = self._refresh_keys(meta, ids_of, aliases_of)
             expected = "" if current is None else str(current)
             promotion = self._flip(view, target, "rollback", run_id=run_id, reason=reason, by=by, expected=expected)
             if promotion.outcome is Outcome.MOVED:
@@ -661,6 +736,7 @@ class OnlineStore:
         version: int,
         *,
         ids_of: IdsOf,
+        aliases_of: AliasesOf | None = None,
         unpin: bool = False,
         by: str = "",
         reason: str = "",
@@ -676,7 +752,7 @@ class OnlineStore:
         pin = self.pin(view)
         if pin is not None and not unpin:
             raise OnlineStoreError(f"view {view!r} is {pin.describe()}; pass unpin (--unpin) to end the pin")
-        refreshed = self._refresh_keys(meta, ids_of)
+        refreshed = self._refresh_keys(meta, ids_of, aliases_of)
         promotion = self._flip(
             view, version, "manual", run_id=run_id, reason=reason or "promoted on purpose", by=by, unpin=unpin
         )
@@ -734,8 +810,43 @@ class OnlineStore:
             )
         return meta
 
-    def _refresh_keys(self, meta: VersionMeta, ids_of: IdsOf) -> int:
-        """Restart the TTL of every key of `meta` (PEXPIRE per key), or refuse naming what is missing."""
+    def _refresh_keys(self, meta: VersionMeta, ids_of: IdsOf, aliases_of: AliasesOf | None = None) -> int:
+        """Restart the TTL of every key of `meta` (PEXPIRE per key), or refuse naming what is missing.
+        A person-keyed version's alias keys too: it cannot serve again with aliases gone."""
+        alive = self._refresh_data_keys(meta, ids_of)
+        if meta.aliases is not None:
+            self._refresh_alias_keys(meta, aliases_of)
+        return alive
+
+    def _refresh_alias_keys(self, meta: VersionMeta, aliases_of: AliasesOf | None) -> None:
+        view, version = meta.schema.view, meta.version
+        if aliases_of is None:
+            raise OnlineStoreError(
+                f"view {view!r}: version {version} serves by alias; its alias keys cannot be checked without "
+                "the alias map it was written from (pass aliases_of)"
+            )
+        ttl_ms = (meta.schema.ttl_seconds or 0) * 1000
+        total = alive = 0
+        for frame in aliases_of(meta):
+            keys = meta.schema.keys.alias_keys(version, frame["identifier_type"], frame["identifier"]).to_list()
+            for start in range(0, len(keys), CHUNK):
+                pipe = self.r.pipeline(transaction=False)
+                for key in keys[start : start + CHUNK]:
+                    if ttl_ms:
+                        pipe.pexpire(key, ttl_ms)
+                    else:
+                        pipe.exists(key)
+                found = [int(x) for x in pipe.execute()]
+                alive += sum(found)
+                total += len(found)
+        expected = int(meta.aliases.get("rows", 0)) if meta.aliases else 0
+        if alive < total or total != expected:
+            raise OnlineStoreError(
+                f"view {view!r}: version {version} cannot serve again: {total - alive} of {total} alias keys are "
+                f"gone (it was written with {expected})"
+            )
+
+    def _refresh_data_keys(self, meta: VersionMeta, ids_of: IdsOf) -> int:
         view, version = meta.schema.view, meta.version
         ttl_ms = (meta.schema.ttl_seconds or 0) * 1000
         keys_of = meta.schema.keys
@@ -793,7 +904,7 @@ class OnlineStore:
             keep.setdefault(max(rejected), "newest rejected, for inspection")
         return keep
 
-    def prune(self, view: str, ids_of: IdsOf) -> Pruned:
+    def prune(self, view: str, ids_of: IdsOf, aliases_of: AliasesOf | None = None) -> Pruned:
         """Remove every version the retention does not keep: older served ones beyond `versions_kept`,
         never-served ones (backfills, rejected but the newest), dead pushes, half-deleted versions.
 
@@ -818,23 +929,35 @@ class OnlineStore:
                 if marked != "ok":
                     skipped[version] = {"leased": "its push is alive"}.get(marked, marked)
                     continue
-            removed[version] = self._remove(meta, ids_of)
+            removed[version] = self._remove(meta, ids_of, aliases_of)
         return Pruned(view, removed, {v: why for v, why in keep.items() if v in metas}, skipped)
 
-    def _remove(self, meta: VersionMeta, ids_of: IdsOf) -> int:
-        """Unlink the keys of a version marked `deleting`, then forget it."""
+    def _remove(self, meta: VersionMeta, ids_of: IdsOf, aliases_of: AliasesOf | None = None) -> int:
+        """Unlink the keys of a version marked `deleting` (its alias keys first: an alias must never name a
+        person whose key is gone while the version exists), then forget it. Without `aliases_of`, alias
+        keys expire by their TTL."""
         keys = meta.schema.keys
         if self.r.get(keys.current) == str(meta.version).encode():  # cannot happen: a deleting version never serves
             raise OnlineStoreError(f"view {meta.schema.view!r}: version {meta.version} serves; not deleting it")
+        if meta.aliases is not None and aliases_of is not None:
+            self._unlink_aliases(meta, aliases_of(meta))
         deleted = self._unlink(meta, ids_of(meta))
         self._forget(keys=[keys.versions], args=[meta.version])
         return deleted
 
     def _unlink(self, meta: VersionMeta, ids: Iterable[pl.Series]) -> int:
         keys_of = meta.schema.keys
+        return self._unlink_keys(keys_of.data_keys(meta.version, batch).to_list() for batch in ids)
+
+    def _unlink_aliases(self, meta: VersionMeta, aliases: Iterable[pl.DataFrame]) -> int:
+        keys_of = meta.schema.keys
+        return self._unlink_keys(
+            keys_of.alias_keys(meta.version, f["identifier_type"], f["identifier"]).to_list() for f in aliases
+        )
+
+    def _unlink_keys(self, batches: Iterable[list[str]]) -> int:
         deleted = 0
-        for batch in ids:
-            keys = keys_of.data_keys(meta.version, batch).to_list()
+        for keys in batches:
             for start in range(0, len(keys), CHUNK):
                 if self.cluster:
                     pipe = self.r.pipeline(transaction=False)
@@ -845,7 +968,9 @@ class OnlineStore:
                     deleted += self.r.unlink(*keys[start : start + CHUNK])
         return deleted
 
-    def remove_namespace_copy(self, view: str, namespace: str, ids_of: IdsOf) -> bool:
+    def remove_namespace_copy(
+        self, view: str, namespace: str, ids_of: IdsOf, aliases_of: AliasesOf | None = None
+    ) -> bool:
         """Remove everything of `view` in `namespace`, which is no longer its own (its sensitivity moved it):
         the pointer first, so it stops being readable there at once, then each version's keys (from
         `ids_of`), then the control keys. Re-entrant: a killed removal is finished by the next call.
@@ -857,6 +982,8 @@ class OnlineStore:
         self.r.delete(keys.current)
         for version, raw in self._raw_versions_of(keys).items():
             meta = VersionMeta.from_json(raw)
+            if meta.aliases is not None and aliases_of is not None:
+                self._unlink_aliases(meta, aliases_of(meta))
             self._unlink(meta, ids_of(meta))
             self.r.delete(keys.lease(version))
             self.r.hdel(keys.versions, str(version))
@@ -867,11 +994,17 @@ class OnlineStore:
     def _raw_versions_of(self, keys: ViewKeys) -> dict[int, bytes]:
         return {int(k): v for k, v in self.r.hgetall(keys.versions).items()}
 
-    def erase_subject(self, view: str, entity_id: Any) -> int:
-        """Delete one subject's keys in every kept version of a view: keys are computed, not scanned."""
+    def erase_subject(self, view: str, entity_id: Any, identifiers: Iterable[tuple[str, str]] = ()) -> int:
+        """Delete one subject's keys in every kept version of a view: keys are computed, not scanned.
+        A person's `identifiers` ((type, identifier) pairs from the alias map) lose their alias keys too."""
         keys_of = self.keys(view)
-        keys = [keys_of.data_key(v, entity_id) for v in self.versions(view)]
-        return self.r.unlink(*keys) if keys else 0  # one command: the keys share the entity's hash slot
+        versions = list(self.versions(view))
+        keys = [keys_of.data_key(v, entity_id) for v in versions]
+        deleted = self.r.unlink(*keys) if keys else 0  # one command: the keys share the entity's hash slot
+        for kind, identifier in identifiers:  # alias keys are tagged by identifier: one command per identifier
+            aliases = [keys_of.alias_key(v, kind, identifier) for v in versions]
+            deleted += self.r.unlink(*aliases) if aliases else 0
+        return deleted
 
 
 def served_versions(history: list[HistoryEntry]) -> list[int]:
@@ -881,3 +1014,33 @@ def served_versions(history: list[HistoryEntry]) -> list[int]:
         if entry.action in SERVED:
             seen.setdefault(entry.version, None)
     return list(seen)
+
+
+def check_aliases(view: str, frame: pl.DataFrame, persons: pl.Series) -> None:
+    """An alias batch must name each (type, identifier) once, with no nulls, a key-safe type, and only
+    persons written in the version: a reader never resolves an alias to a person with no features."""
+    missing = [c for c in ALIAS_COLUMNS if c not in frame.columns]
+    if missing:
+        raise OnlineStoreError(f"view {view!r}: the alias frame lacks columns {missing} (has {frame.columns})")
+    for column in ALIAS_COLUMNS:
+        nulls = frame[column].null_count()
+        if nulls:
+            raise OnlineStoreError(f"view {view!r}: {nulls} aliases have a null {column!r}")
+    bad_types = [t for t in frame["identifier_type"].unique().sort().to_list() if not IDENTIFIER_TYPE.match(str(t))]
+    if bad_types:
+        raise OnlineStoreError(
+            f"view {view!r}: identifier types {bad_types[:5]} are not valid in keys (lower case, digits, `_`)"
+        )
+    dup = frame.filter(pl.struct("identifier_type", "identifier").is_duplicated())
+    if dup.height:
+        examples = dup.sort("identifier_type", "identifier").head(5).rows()
+        raise OnlineStoreError(
+            f"view {view!r}: {dup.height} alias rows name an identifier more than once (one person each), "
+            f"e.g. {examples}"
+        )
+    orphans = frame.filter(~pl.col("person_id").cast(pl.String).is_in(persons.implode()))
+    if orphans.height:
+        examples = orphans.sort("identifier_type", "identifier").head(5).rows()
+        raise OnlineStoreError(
+            f"view {view!r}: {orphans.height} aliases name a person with no row in this version, e.g. {examples}"
+        )

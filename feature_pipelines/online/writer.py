@@ -49,10 +49,16 @@ class StreamWriter:
             t.start()
 
     def write(self, keys: pl.Series, frame: pl.DataFrame, columns: list[str], ttl_ms: int) -> None:
-        payload = codec.encode_set_commands(keys, frame, columns, ttl_ms)
+        self._enqueue(codec.encode_set_commands(keys, frame, columns, ttl_ms), frame.height)
+
+    def write_text(self, keys: pl.Series, values: pl.Series, ttl_ms: int) -> None:
+        """`SET key value PX ttl` with plain text values (alias keys: the person id)."""
+        self._enqueue(codec.encode_text_set_commands(keys, values, ttl_ms), len(keys))
+
+    def _enqueue(self, payload: bytes, n: int) -> None:
         while self.error is None:
             try:
-                self.to_send.put((payload, frame.height), timeout=0.5)
+                self.to_send.put((payload, n), timeout=0.5)
                 return
             except queue.Full:
                 continue
@@ -121,6 +127,12 @@ class ClusterWriter:
         buf, offsets = codec.encode_rows(frame, columns)
         pipe = self.r.pipeline(transaction=False)
         for key, value in zip(keys.to_list(), codec.split(buf, offsets), strict=True):
+            pipe.set(key, value, px=ttl_ms or None)
+        pipe.execute()
+
+    def write_text(self, keys: pl.Series, values: pl.Series, ttl_ms: int) -> None:
+        pipe = self.r.pipeline(transaction=False)
+        for key, value in zip(keys.to_list(), values.to_list(), strict=True):
             pipe.set(key, value, px=ttl_ms or None)
         pipe.execute()
 

@@ -85,3 +85,51 @@ def test_node_reads_the_same_values_as_python(redis_url, node_reader, namespace)
         "tags": ["gift", "wholesale"],
     }
     assert from_python[3] == dict.fromkeys(FRAME.columns[1:])  # unknown id: explicit nulls
+
+
+def test_node_reads_by_alias_in_one_function_call(redis_url, node_reader):
+    """A person's features by anonymous id or device id, from Node.js, equal the Python client's."""
+    schema = OnlineSchema(
+        "person_profile", "fs", "person_id", ["events_7d", "vector"], ["Int64", "List(Float32)"], 600, "String"
+    )
+    store = OnlineStore(connect(redis_url), OnlineLayout([schema]))
+    frame = pl.DataFrame(
+        {"person_id": ["P1", "P2"], "events_7d": [4, None]},
+    ).with_columns(pl.Series("vector", [[0.5, -2.0], None], dtype=pl.List(pl.Float32)))
+    aliases = pl.DataFrame(
+        {
+            "identifier_type": ["anonymous_id", "device_id", "anonymous_id"],
+            "identifier": ["a-1", "d-1", "a-2"],
+            "person_id": ["P1", "P1", "P2"],
+        }
+    )
+    written = store.write(
+        "person_profile",
+        [frame],
+        partition="2011-12-09",
+        delta_table="/nowhere",
+        delta_version=None,
+        run_id="t",
+        definition_hash="h",
+        aliases=[aliases],
+        alias_source={"table": "/nowhere", "delta_version": 0},
+    )
+    assert store.promote(written).promoted
+    python = OnlineClient(redis_url)
+    reader = node_reader.parent / "read_by_alias.mjs"
+    for kind, ident in [("anonymous_id", "a-1"), ("device_id", "d-1"), ("anonymous_id", "a-2"), ("device_id", "x")]:
+        out = subprocess.run(
+            ["node", str(reader), redis_url, "fs", "person_profile", kind, ident],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        from_node = json.loads(out.stdout)
+        got = python.get_by_alias("person_profile", kind, ident)
+        assert from_node == {"version": 1, "person_id": got.person_id, "features": got.features.to_dict()}
+    assert from_node["person_id"] is None and from_node["features"] == {"events_7d": None, "vector": None}
+    assert python.get_by_alias("person_profile", "device_id", "d-1").features == {
+        "events_7d": 4,
+        "vector": [0.5, -2.0],
+    }

@@ -98,3 +98,37 @@ def test_push_and_read_through_a_cluster(cluster_url, tmp_path):
     # Never back in time, on a cluster too.
     stale = push(store, "toy", [pl.DataFrame({"user_id": [0], "score": [0], "name": ["old"]})], partition="2010-12-31")
     assert not stale.promoted and store.serving_version("toy") == versions[-1]
+
+
+def test_read_by_alias_through_a_cluster(cluster_url):
+    """In a cluster the alias and the person's key live on different slots: the client reads them one after
+    the other (the documented fallback), and gets the same features as by the person id."""
+    schema = OnlineSchema("person_profile", "fs", "person_id", ["score"], ["Int64"], 600, "String")
+    client = connect(cluster_url)
+    store = OnlineStore(client, OnlineLayout([schema]))
+    persons = [f"P{i}" for i in range(300)]
+    frame = pl.DataFrame({"person_id": persons, "score": range(300)})
+    aliases = pl.DataFrame(
+        {"identifier_type": ["anonymous_id"] * 300, "identifier": [f"a-{i}" for i in range(300)], "person_id": persons}
+    )
+    written = store.write(
+        "person_profile",
+        [frame],
+        partition="2011-01-01",
+        delta_table="/nowhere",
+        delta_version=None,
+        run_id="t",
+        definition_hash="h",
+        aliases=[aliases],
+        alias_source={"table": "/nowhere", "delta_version": 0},
+    )
+    assert store.promote(written).promoted
+    reader = OnlineClient(cluster_url)
+    for i in (0, 150, 299):
+        got = reader.get_by_alias("person_profile", "anonymous_id", f"a-{i}")
+        assert got.person_id == f"P{i}" and got.features == {"score": i}
+        assert got.features == reader.get_view("person_profile", [f"P{i}"])[0]
+    assert reader.get_by_alias("person_profile", "anonymous_id", "nobody").person_id is None
+    # The function is loaded on every primary, but one call cannot reach keys of other slots.
+    libraries = [n.redis_connection.function_list(library="fstore") for n in client.get_primaries()]
+    assert all(len(lib) == 1 for lib in libraries)

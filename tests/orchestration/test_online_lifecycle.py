@@ -32,7 +32,7 @@ def test_pinned_push_and_failed_prune_are_warnings_not_failures(retail, pg_insta
 
     calls = {"prune": 0}
 
-    def broken_prune(self, view, ids_of):
+    def broken_prune(self, view, ids_of, aliases_of=None):
         calls["prune"] += 1
         raise redis.ConnectionError("Connection reset by peer (injected after the promotion)")
 
