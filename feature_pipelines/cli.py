@@ -353,9 +353,12 @@ def training_set(
             progress.update(task, description=f"{service}: {what}", advance=0)
             progress.advance(task)
 
+        from feature_pipelines.privacy.policy import PrivacyPolicy
+
+        privacy = PrivacyPolicy(catalog, Settings())
         try:
             if manifest is not None:
-                result = training.rebuild(catalog, recorded, frame, progress=step)
+                result = training.rebuild(catalog, recorded, frame, progress=step, privacy=privacy)
             else:
                 result = training.build(
                     catalog,
@@ -365,12 +368,18 @@ def training_set(
                     timestamp_column=timestamp_column,
                     mode="latest" if latest else "known",
                     progress=step,
+                    privacy=privacy,
                 )
         except (training.TrainingSetError, KeyError, ValueError) as exc:
             errors.print(f"[red]{exc}[/red]")
             raise typer.Exit(1) from exc
     manifest_path = result.write(output)
     console.print(f"{result.frame.height:,} rows x {result.frame.width} columns -> {output} (manifest {manifest_path})")
+    if result.manifest.withheld:
+        console.print(
+            f"{result.manifest.withheld:,} rows withheld: their subjects lack consent for the service's purpose "
+            "(at the row's time as known then, or now), or were erased"
+        )
 
 
 @app.command("catalog")
@@ -611,6 +620,150 @@ def gc(view: Annotated[str | None, typer.Argument(help="online feature view; def
         left = "; left: " + ", ".join(f"{v} ({why})" for v, why in pruned.skipped.items()) if pruned.skipped else ""
         console.print(f"{name}: removed {removed}; kept {sorted(pruned.kept)}{left}")
     raise typer.Exit(1 if failed else 0)
+
+
+consent_app = typer.Typer(help="Consent of data subjects to purposes: grant, revoke, show, sync.", no_args_is_help=True)
+app.add_typer(consent_app, name="consent")
+
+SubjectArg = Annotated[str, typer.Argument(help="the subject's id (e.g. a customer id)")]
+PurposeOpt = Annotated[str, typer.Option("--purpose", "-p", help="a declared purpose, e.g. personalization")]
+EntityOpt = Annotated[str | None, typer.Option(help="the subject's entity; default: the only personal one")]
+ReasonOpt = Annotated[str, typer.Option(help="why, for the audit log")]
+
+
+def _consent(subject: str, purpose: str, entity: str | None, reason: str, at: str | None, granted: bool) -> None:
+    from feature_pipelines.privacy.consent import ConsentError
+    from feature_pipelines.privacy.consent_change import change_consent
+    from feature_pipelines.settings import Settings
+
+    catalog = _catalog()
+    settings = Settings()
+    when = datetime.fromisoformat(at).astimezone(UTC) if at else None
+    try:
+        done = change_consent(
+            catalog,
+            settings,
+            _store(catalog, settings),
+            subject,
+            purpose,
+            granted=granted,
+            entity=entity,
+            event_time=when,
+            by=_user(),
+            reason=reason,
+        )
+    except ConsentError as exc:
+        errors.print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(2) from exc
+    verb = "granted" if granted else "revoked"
+    denied = "" if done.deny_entry is None else f"; denied online for {done.deny_entry}"
+    console.print(
+        f"{done.entity} {done.subject}: {purpose} {verb}; {done.keys_removed} online keys removed{denied} "
+        f"({done.seconds * 1000:.0f} ms)"
+    )
+
+
+@consent_app.command("grant")
+def consent_grant(
+    subject: SubjectArg,
+    purpose: PurposeOpt,
+    entity: EntityOpt = None,
+    reason: ReasonOpt = "",
+    at: Annotated[str | None, typer.Option(help="when it was given (ISO time); default now")] = None,
+) -> None:
+    """Record that SUBJECT consents to --purpose; their rows come back with the next push."""
+    _consent(subject, purpose, entity, reason, at, True)
+
+
+@consent_app.command("revoke")
+def consent_revoke(
+    subject: SubjectArg,
+    purpose: PurposeOpt,
+    entity: EntityOpt = None,
+    reason: ReasonOpt = "",
+    at: Annotated[str | None, typer.Option(help="when it was withdrawn (ISO time); default now")] = None,
+) -> None:
+    """Record that SUBJECT withdraws consent to --purpose; their keys leave Redis in the same step, and no
+    compute, push, rollback or training set uses them for it again."""
+    _consent(subject, purpose, entity, reason, at, False)
+
+
+@consent_app.command("show")
+def consent_show(subject: SubjectArg, entity: EntityOpt = None) -> None:
+    """SUBJECT's consent events and their state now, per purpose."""
+    from feature_pipelines.privacy.consent import ConsentError
+    from feature_pipelines.privacy.consent_change import personal_entity
+    from feature_pipelines.privacy.policy import PrivacyPolicy
+    from feature_pipelines.settings import Settings
+
+    catalog = _catalog()
+    try:
+        name = personal_entity(catalog, entity)
+    except ConsentError as exc:
+        errors.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    policy = PrivacyPolicy(catalog, Settings())
+    import polars as pl
+
+    events = policy.consent.events(name).filter(pl.col("subject") == subject).sort("event_time", "known_time")
+    table = Table("purpose", "now", "default", box=box.SIMPLE)
+    for purpose in sorted(catalog.purposes):
+        ok = policy.permitted(name, pl.Series([subject]), [purpose])[0]
+        table.add_row(
+            purpose, "consents" if ok else "denied", "opt-in" if catalog.purposes[purpose].opt_in else "opt-out"
+        )
+    console.print(table)
+    if policy.erased(name, pl.Series([subject]))[0]:
+        console.print(f"{name} {subject} is erased")
+    for row in events.iter_rows(named=True):
+        verb = "granted" if row["granted"] else "revoked"
+        console.print(
+            f"{row['event_time']:%Y-%m-%d %H:%M} {row['purpose']} {verb} (known {row['known_time']:%Y-%m-%d %H:%M}, {row['origin']}, by {row['by']})"
+        )
+
+
+@consent_app.command("sync")
+def consent_sync() -> None:
+    """Rebuild the Redis deny hashes from the consent ledger and tombstones (e.g. after Redis lost them)."""
+    from feature_pipelines.privacy.consent_change import sync_deny
+    from feature_pipelines.settings import Settings
+
+    catalog = _catalog()
+    settings = Settings()
+    for entity, n in sync_deny(catalog, settings, _store(catalog, settings)).items():
+        console.print(f"{entity}: {n} subjects denied")
+
+
+@app.command()
+def audit(
+    action: Annotated[str | None, typer.Option(help="only this action (consent_revoke, erase, acl_apply...)")] = None,
+    since: Annotated[str | None, typer.Option(help="only records from this ISO time on")] = None,
+    subject: Annotated[
+        str | None, typer.Option(help="only records about this subject id (matched by its hash)")
+    ] = None,
+    entity: EntityOpt = None,
+) -> None:
+    """The audit log: consent changes, erasures, purges, ACL applies, rollbacks; who, what, when, why."""
+    from feature_pipelines.privacy.audit import AuditLog
+    from feature_pipelines.privacy.consent_change import personal_entity
+    from feature_pipelines.settings import Settings
+
+    about = (personal_entity(_catalog(), entity), subject) if subject else None
+    when = datetime.fromisoformat(since).astimezone(UTC) if since else None
+    frame = AuditLog(Settings().privacy_table("audit")).read(action=action, since=when, subject=about)
+    table = Table("at", "by", "action", "subject", "target", "reason", "details", box=box.SIMPLE)
+    for row in frame.iter_rows(named=True):
+        table.add_row(
+            f"{row['at']:%Y-%m-%d %H:%M:%S}",
+            row["by"],
+            row["action"],
+            row["subject_digest"],
+            row["target"],
+            escape(row["reason"]),
+            escape(row["details"]),
+        )
+    console.print(table)
+    console.print(f"{frame.height} records")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from feature_pipelines.online.breaker import CircuitBreaker
 from feature_pipelines.online.codec import value_converter
 from feature_pipelines.online.connection import address, is_cluster, serving_connection
 from feature_pipelines.online.errors import EntityIdError, OnlineStoreError, RedisUnavailable
-from feature_pipelines.online.layout import NAMESPACES, OnlineLayout, OnlineSchema, ViewKeys
+from feature_pipelines.online.layout import NAMESPACES, OnlineLayout, OnlineSchema, ViewKeys, deny_blocks, deny_key
 from feature_pipelines.online.store import VersionMeta
 
 
@@ -166,6 +166,7 @@ class _Served:
     row: type[FeatureRow]
     plain: bool  # no value needs converting after msgpack (no timestamps, dates or vectors)
     ids: IdConverter
+    deny: str | None = None  # the entity's deny hash, for views of people (read with the data)
 
 
 class OnlineClient:
@@ -217,20 +218,31 @@ class OnlineClient:
         """One row per id (in order), features by name; all None for unknown or expired ids."""
         served = self._served.get(view)
         if served is not None and served.plain and not self._cluster:
-            # Fast path: one MGET with the version pointer first; valid unless the pointer moved.
+            # Fast path: one MGET with the version pointer first; valid unless the pointer moved. A view of
+            # people also reads its subjects' deny entries, in the same round trip.
             prefix = served.prefix
             key_ids = served.ids(ids)
             if None not in key_ids:
                 self.breaker.before(self.address)
                 try:
-                    values = self.r.execute_command("MGET", served.pointer, *[f"{prefix}{i}}}" for i in key_ids])
+                    mget = ("MGET", served.pointer, *[f"{prefix}{i}}}" for i in key_ids])
+                    if served.deny is None:
+                        values, denied = self.r.execute_command(*mget), None
+                    else:
+                        pipe = self.r.pipeline(transaction=False)
+                        pipe.execute_command(*mget)
+                        pipe.execute_command("HMGET", served.deny, *key_ids)
+                        values, denied = pipe.execute()
                 except _UNREACHABLE as exc:
                     raise self._unreachable(exc) from exc
                 except redis.ResponseError as exc:
                     raise self._refused(exc) from exc
                 self.breaker.success()
                 if values[0] == served.version_bytes:
-                    return _decode_plain(served, values[1:])
+                    data = values[1:]
+                    if denied is not None and any(denied):
+                        data = _withhold(data, denied, served.schema.purposes)
+                    return _decode_plain(served, data)
         return self._read([(view, list(ids), None)], len(ids))
 
     def get_version(self, view: str, version: int, ids: Sequence[Any]) -> list[FeatureRow]:
@@ -369,6 +381,7 @@ class OnlineClient:
             else:
                 both = self._mget(pointers + keys)
                 current, values = both[: len(pointers)], both[len(pointers) :]
+            values = self._withhold_denied(reads, served, values)
             stale = [
                 v for (v, _, _), s, p in zip(reads, served, current, strict=True) if p is None or int(p) != s.version
             ]
@@ -377,6 +390,27 @@ class OnlineClient:
             for view in stale:
                 self._served.pop(view, None)
         raise OnlineStoreError("serving versions kept changing during the read; retry")
+
+    def _withhold_denied(self, reads, served: list[_Served], values: list[bytes | None]) -> list[bytes | None]:
+        """Blank the values of subjects the deny hash blocks for a view's purposes (revoked or erased): a
+        push that raced a revocation, or a stale copy, is never served. One HMGET per view of people."""
+        checks = [(i, s) for i, s in enumerate(served) if s.deny is not None]
+        if not checks:
+            return values
+        values = list(values)
+        offsets, pos = [], 0
+        for s, (_, ids, _) in zip(served, reads, strict=True):
+            n = sum(1 for i in s.ids(ids) if i is not None)
+            offsets.append((pos, n))
+            pos += n
+        for i, s in checks:
+            key_ids = [k for k in s.ids(reads[i][1]) if k is not None]
+            if not key_ids:
+                continue
+            entries = self._call(self.r.hmget, s.deny, key_ids)
+            start, n = offsets[i]
+            values[start : start + n] = _withhold(values[start : start + n], entries, s.schema.purposes)
+        return values
 
     @staticmethod
     def _decode(reads, served: list[_Served], values: list[bytes | None], n: int) -> list[FeatureRow]:
@@ -443,7 +477,12 @@ def _served_from(meta: VersionMeta, keys: ViewKeys, fallback_key_dtype: str | No
         row=row_type(tuple(meta.schema.features)),
         plain=not any(converters),
         ids=_id_converter(meta.schema.view, meta.schema.key_dtype or fallback_key_dtype),
+        deny=deny_key(meta.schema.entity) if meta.schema.purposes is not None and meta.schema.entity else None,
     )
+
+
+def _withhold(values: list[bytes | None], entries: list[bytes | None], purposes) -> list[bytes | None]:
+    return [None if deny_blocks(e, purposes) else v for v, e in zip(values, entries, strict=True)]
 
 
 def _decode_plain(served: _Served, values: list[bytes | None]) -> list[FeatureRow]:
