@@ -137,6 +137,8 @@ def ingest(
         raise typer.Exit(2)
     spec = catalog.sources[source]
     settings = Settings()
+    from feature_pipelines.privacy.policy import PrivacyPolicy
+
     run_id = f"fstore-ingest-{uuid.uuid4().hex[:12]}"
     try:
         days = [date.fromisoformat(d) if d else None for d in (first, last)]
@@ -156,6 +158,7 @@ def ingest(
             run_id=run_id,
             allow_shrink=allow_shrink,
             commit_metadata={"ingested_by": "fstore ingest", "run_id": run_id},
+            exclude=PrivacyPolicy(catalog, settings).without_erased,
         )
     except ingesting.SourceError as exc:
         errors.print(f"[red]ingest failed, nothing was committed:\n{escape(str(exc))}[/red]")
@@ -540,14 +543,22 @@ def rollback(
     While pinned, pushes write and verify their versions but do not promote them (`fstore status` shows it):
     end it with `fstore unpin VIEW`, or `fstore promote VIEW VERSION --unpin`."""
     from feature_pipelines.online.errors import OnlineStoreError
-    from feature_pipelines.publish import version_ids
+    from feature_pipelines.privacy.audit import AuditLog
+    from feature_pipelines.privacy.policy import OnlineGuard, PrivacyPolicy
+    from feature_pipelines.publish import guarded_ids
     from feature_pipelines.settings import Settings
 
     catalog = _catalog()
     _view_or_exit(catalog, view)
-    store = _store(catalog, Settings())
+    settings = Settings()
+    store = _store(catalog, settings)
+    # Subjects revoked or erased since the target was written: their keys are gone on purpose.
+    ids_of = guarded_ids(OnlineGuard(PrivacyPolicy(catalog, settings), store))
     try:
-        done = store.rollback(view, to, ids_of=version_ids, by=_user(), reason=reason)
+        done = store.rollback(view, to, ids_of=ids_of, by=_user(), reason=reason)
+        AuditLog(settings.privacy_table("audit")).append(
+            "rollback", by=_user(), reason=reason, target=view, details={"to": done.version, "from": done.previous}
+        )
     except OnlineStoreError as exc:
         hint = f"\n{FIRST_RUN}" if not store.versions(view) else ""
         errors.print(f"[red]{escape(str(exc))}[/red]{hint}")
@@ -581,14 +592,17 @@ def promote(
 ) -> None:
     """Serve a written version on purpose (never an older partition than the serving one; that is rollback)."""
     from feature_pipelines.online.errors import OnlineStoreError
-    from feature_pipelines.publish import version_ids
+    from feature_pipelines.privacy.policy import OnlineGuard, PrivacyPolicy
+    from feature_pipelines.publish import guarded_ids
     from feature_pipelines.settings import Settings
 
     catalog = _catalog()
     _view_or_exit(catalog, view)
-    store = _store(catalog, Settings())
+    settings = Settings()
+    store = _store(catalog, settings)
+    ids_of = guarded_ids(OnlineGuard(PrivacyPolicy(catalog, settings), store))
     try:
-        done = store.promote_version(view, version, ids_of=version_ids, unpin=unpin_, by=_user(), reason=reason)
+        done = store.promote_version(view, version, ids_of=ids_of, unpin=unpin_, by=_user(), reason=reason)
     except OnlineStoreError as exc:
         errors.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
@@ -764,6 +778,57 @@ def audit(
         )
     console.print(table)
     console.print(f"{frame.height} records")
+
+
+@app.command()
+def erase(
+    subject: SubjectArg,
+    entity: EntityOpt = None,
+    reason: ReasonOpt = "",
+) -> None:
+    """Erase SUBJECT: gone from serving at once (every view, version and namespace), deleted from every raw,
+    quarantine, feature and consent table, tombstoned so nothing writes it again; physically purged by
+    `fstore purge` within the declared purge window (FS_ERASURE_PURGE_DAYS)."""
+    from feature_pipelines.privacy.consent import ConsentError
+    from feature_pipelines.privacy.consent_change import personal_entity
+    from feature_pipelines.privacy.erasure import ErasureError
+    from feature_pipelines.privacy.erasure import erase as run_erase
+    from feature_pipelines.settings import Settings
+
+    catalog = _catalog()
+    settings = Settings()
+    try:
+        name = entity if entity in catalog.entities else personal_entity(catalog, entity)
+        done = run_erase(catalog, settings, _store(catalog, settings), subject, entity=name, by=_user(), reason=reason)
+    except (ConsentError, ErasureError) as exc:
+        errors.print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(2) from exc
+    console.print(
+        f"{done.entity} {done.subject} erased: {done.redis_keys_removed} online keys removed "
+        f"({done.online_seconds * 1000:.0f} ms); {done.rows_deleted} Delta rows deleted in "
+        f"{sum(1 for d in done.tables.values() if d.rows)} tables ({done.files_rewritten} files rewritten); "
+        f"physically purged within {settings.erasure_purge_days:g} days by `fstore purge`"
+    )
+
+
+@app.command()
+def purge(
+    keep_hours: Annotated[float, typer.Option(help="keep files replaced within this many hours (time travel)")] = 24.0,
+) -> None:
+    """VACUUM every lake table: files replaced by erasures and retention deletes more than --keep-hours ago
+    are removed for good. Run it daily (the Dagster schedule does)."""
+    from feature_pipelines.privacy.purge import overdue
+    from feature_pipelines.privacy.purge import purge as run_purge
+    from feature_pipelines.settings import Settings
+
+    catalog = _catalog()
+    settings = Settings()
+    for uri, n in run_purge(catalog, settings, keep_hours=keep_hours, by=_user()).items():
+        console.print(f"{uri}: {n} files removed")
+    late = overdue(catalog, settings)
+    if late.count:
+        errors.print(f"[red]{late.count} erasures are past their purge date (by entity: {late.by_entity})[/red]")
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

@@ -373,15 +373,17 @@ class OnlineClient:
             served = [self._served.get(v) or self._refresh(v) for v, _, _ in reads]
             pointers = [s.pointer for s in served]
             keys = [k for s, (_, ids, _) in zip(served, reads, strict=True) for k in _data_keys(s, ids)]
+            queries = _deny_queries(reads, served)
             if self._cluster:
                 # Pointers after the data: if a pointer still names the version, it was not being deleted
                 # while its keys were read (a version being deleted never serves again).
                 values = self._mget(keys)
                 current = self._mget(pointers)
-            else:
-                both = self._mget(pointers + keys)
+                entries = [self._call(self.r.hmget, key, list(ids)) for key, ids in queries]
+            else:  # one round trip: the MGET and each personal entity's deny entries, pipelined
+                both, *entries = self._pipeline([("MGET", *pointers, *keys)] + [("HMGET", k, *i) for k, i in queries])
                 current, values = both[: len(pointers)], both[len(pointers) :]
-            values = self._withhold_denied(reads, served, values)
+            values = _withhold_denied(reads, served, values, dict(zip(queries, entries, strict=True)))
             stale = [
                 v for (v, _, _), s, p in zip(reads, served, current, strict=True) if p is None or int(p) != s.version
             ]
@@ -391,26 +393,18 @@ class OnlineClient:
                 self._served.pop(view, None)
         raise OnlineStoreError("serving versions kept changing during the read; retry")
 
-    def _withhold_denied(self, reads, served: list[_Served], values: list[bytes | None]) -> list[bytes | None]:
-        """Blank the values of subjects the deny hash blocks for a view's purposes (revoked or erased): a
-        push that raced a revocation, or a stale copy, is never served. One HMGET per view of people."""
-        checks = [(i, s) for i, s in enumerate(served) if s.deny is not None]
-        if not checks:
-            return values
-        values = list(values)
-        offsets, pos = [], 0
-        for s, (_, ids, _) in zip(served, reads, strict=True):
-            n = sum(1 for i in s.ids(ids) if i is not None)
-            offsets.append((pos, n))
-            pos += n
-        for i, s in checks:
-            key_ids = [k for k in s.ids(reads[i][1]) if k is not None]
-            if not key_ids:
-                continue
-            entries = self._call(self.r.hmget, s.deny, key_ids)
-            start, n = offsets[i]
-            values[start : start + n] = _withhold(values[start : start + n], entries, s.schema.purposes)
-        return values
+    def _pipeline(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Commands in one round trip, behind the circuit breaker."""
+        if len(commands) == 1:
+            return [self._call(self.r.execute_command, *commands[0])]
+
+        def run() -> list[Any]:
+            pipe = self.r.pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command)
+            return pipe.execute()
+
+        return self._call(run)
 
     @staticmethod
     def _decode(reads, served: list[_Served], values: list[bytes | None], n: int) -> list[FeatureRow]:
@@ -479,6 +473,33 @@ def _served_from(meta: VersionMeta, keys: ViewKeys, fallback_key_dtype: str | No
         ids=_id_converter(meta.schema.view, meta.schema.key_dtype or fallback_key_dtype),
         deny=deny_key(meta.schema.entity) if meta.schema.purposes is not None and meta.schema.entity else None,
     )
+
+
+def _deny_queries(reads, served: list[_Served]) -> list[tuple[str, tuple[Any, ...]]]:
+    """The distinct (deny hash, ids) reads a multi-view read needs: one per personal entity and id list."""
+    queries: dict[tuple[str, tuple[Any, ...]], None] = {}
+    for s, (_, ids, _) in zip(served, reads, strict=True):
+        if s.deny is not None:
+            key_ids = tuple(i for i in s.ids(ids) if i is not None)
+            if key_ids:
+                queries.setdefault((s.deny, key_ids), None)
+    return list(queries)
+
+
+def _withhold_denied(reads, served: list[_Served], values: list[bytes | None], entries) -> list[bytes | None]:
+    """Blank the values of subjects the deny hash blocks for a view's purposes (revoked or erased): a
+    push that raced a revocation, or a stale copy, is never served."""
+    if not entries:
+        return values
+    values = list(values)
+    pos = 0
+    for s, (_, ids, _) in zip(served, reads, strict=True):
+        key_ids = tuple(i for i in s.ids(ids) if i is not None)
+        n = len(key_ids)
+        if s.deny is not None and n:
+            values[pos : pos + n] = _withhold(values[pos : pos + n], entries[(s.deny, key_ids)], s.schema.purposes)
+        pos += n
+    return values
 
 
 def _withhold(values: list[bytes | None], entries: list[bytes | None], purposes) -> list[bytes | None]:

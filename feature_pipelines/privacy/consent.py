@@ -28,8 +28,12 @@ SCHEMA: dict[str, pl.DataType] = {
     "origin": pl.String(),
     "by": pl.String(),
 }
-# Subject ids stay out of the log's file statistics (they would outlive an erasure there).
-CONFIGURATION = {**delta.LEDGER_CONFIGURATION, "delta.dataSkippingStatsColumns": "entity,purpose,event_time,known_time"}
+# Subject ids stay out of the log's file statistics (they would outlive an erasure there). Not append-only:
+# an erasure deletes the subject's events (its tombstone supersedes them).
+CONFIGURATION = {
+    "delta.enableExpiredLogCleanup": "false",
+    "delta.dataSkippingStatsColumns": "entity,purpose,event_time,known_time",
+}
 
 
 class ConsentError(ValueError):

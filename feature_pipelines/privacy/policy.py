@@ -89,6 +89,14 @@ class PrivacyPolicy:
         dropped = frame.filter(~ok)
         return Filtered(frame.filter(ok), dropped.height, dropped[entity.join_key].n_unique())
 
+    def without_erased(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """`frame` without rows holding an erased subject in any entity's key column (ingest's anti-join:
+        a re-delivered file never brings an erased subject back into the raw table)."""
+        for entity in self.catalog.entities.values():
+            if entity.join_key in frame.columns and frame.height:
+                frame = frame.filter(~self.erased(entity.name, frame[entity.join_key]))
+        return frame
+
     def online_purposes(self, entity: str) -> list[str]:
         """Every purpose an online view of `entity` serves: what the deny hash tracks per subject."""
         names = {p for v in self.catalog.online_views if v.entity_name == entity for p in v.purposes}
