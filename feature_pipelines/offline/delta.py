@@ -113,6 +113,7 @@ def overwrite_partitions(
     last: date | str,
     commit_metadata: dict[str, str] | None = None,
     historical_load: bool = False,
+    stats_columns: list[str] | None = None,
 ) -> Commit:
     """Replace the partitions `first..last` (inclusive) of `column` with `frame`, in one Delta commit.
 
@@ -120,7 +121,9 @@ def overwrite_partitions(
     New columns are merged into the table schema; a dropped column or a changed dtype raises
     `SchemaChangeError` and writes nothing.
     `historical_load` declares the commit part of the table's initial historical load: training counts
-    partitions it writes first as known at their ends instead of at the commit (see `training.py`)."""
+    partitions it writes first as known at their ends instead of at the commit (see `training.py`).
+    `stats_columns` limits the min/max statistics the log keeps to those columns (`delta.dataSkippingStatsColumns`):
+    ids of people stay out of the log, which outlives every DELETE."""
     commit_metadata = dict(commit_metadata or {})
     if historical_load:
         commit_metadata[HISTORICAL_LOAD] = "true"
@@ -131,6 +134,11 @@ def overwrite_partitions(
     change = schema_change(current, frame.schema) if current is not None else SchemaChange()
     if change.breaking:
         raise SchemaChangeError(uri, change)
+    configuration = {"delta.enableExpiredLogCleanup": "false"}
+    if stats_columns is not None:
+        configuration[STATS_COLUMNS] = ",".join(stats_columns)
+        if current is not None and table_properties(uri).get(STATS_COLUMNS) != configuration[STATS_COLUMNS]:
+            set_table_properties(uri, {STATS_COLUMNS: configuration[STATS_COLUMNS]})
     write_deltalake(
         uri,
         frame,
@@ -141,10 +149,13 @@ def overwrite_partitions(
         commit_properties=CommitProperties(custom_metadata=commit_metadata) if commit_metadata else None,
         # The log is the history training sets read "as of known time" and rebuild from: keep it. Dropping
         # old history is a retention decision, not a side effect of writing (any writer, not only ours).
-        configuration={"delta.enableExpiredLogCleanup": "false"},
+        configuration=configuration,
         post_commithook_properties=PostCommitHookProperties(cleanup_expired_logs=False),
     )
     return Commit(version=DeltaTable(uri).version(), rows=frame.height)
+
+
+STATS_COLUMNS = "delta.dataSkippingStatsColumns"
 
 
 def table_version(uri: str) -> int | None:

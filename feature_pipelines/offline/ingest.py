@@ -210,7 +210,12 @@ def ingest(
         metadata["shrunk_days"] = json.dumps({d: {"before": a, "after": b} for d, (a, b) in shrunk.items()})
     if notes:
         metadata["notes"] = json.dumps(notes)
-    commit = delta.overwrite_partitions(raw_uri, rows, EVENT_DATE, first, last, commit_metadata=metadata)
+    # Ids of people stay out of the log's statistics (the log outlives every erasure's DELETE).
+    identifiers = {e.join_key for e in entities.values() if e.personal}
+    stats = [c for c in rows.columns if c not in identifiers]
+    commit = delta.overwrite_partitions(
+        raw_uri, rows, EVENT_DATE, first, last, commit_metadata=metadata, stats_columns=stats
+    )
     for g in gated:
         if g.quarantined is not None:
             quarantine.write(quarantine_uri, g.quarantined, sha256=hashes[g.path], run_id=run_id)

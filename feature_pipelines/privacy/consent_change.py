@@ -9,6 +9,7 @@ keeps any other purpose still denied; the subject's rows come back with the next
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,6 +17,7 @@ from datetime import datetime
 import polars as pl
 
 from feature_pipelines.catalog import Catalog
+from feature_pipelines.online.layout import ERASED
 from feature_pipelines.online.store import OnlineStore
 from feature_pipelines.privacy.audit import AuditLog
 from feature_pipelines.privacy.consent import ConsentError, ConsentEvent, now, subject_text
@@ -32,7 +34,9 @@ class ConsentChange:
     deny_entry: str | None
     keys_removed: int
     seconds: float
-    """From the call to the subject's keys gone from Redis (ledger write included)."""
+    """The whole change: Redis, the ledger commit and the audit record."""
+    online_seconds: float
+    """From the call until Redis reflects it (for a revocation: the subject's keys are gone)."""
 
 
 def personal_entity(catalog: Catalog, name: str | None) -> str:
@@ -69,15 +73,30 @@ def change_consent(
         raise ConsentError(f"unknown purpose {purpose!r}; declared purposes: {sorted(catalog.purposes)}")
     policy = PrivacyPolicy(catalog, settings)
     key = subject_text(pl.Series([subject]).cast(catalog.entities[entity].polars_dtype))[0]
-    if granted and policy.erased(entity, pl.Series([key]))[0]:
-        raise ConsentError(f"{entity} {subject} was erased: consent cannot be granted to an erased subject")
     known = now()
     event = ConsentEvent(entity, key, purpose, granted, event_time or known, known, origin, by)
-    policy.consent.record([event])
-    policy = PrivacyPolicy(catalog, settings)  # sees the new event
-    entry = policy.deny_entry(entity, key)
-    store.set_deny(entity, key, entry)
-    removed = 0 if granted else store.remove_subject(entity, key, {purpose})
+    if granted:
+        if policy.erased(entity, pl.Series([key]))[0]:
+            raise ConsentError(f"{entity} {subject} was erased: consent cannot be granted to an erased subject")
+        policy.consent.record([event])
+        entry = PrivacyPolicy(catalog, settings).deny_entry(entity, key)  # sees the new event
+        store.set_deny(entity, key, entry)
+        removed = 0
+        online_seconds = time.perf_counter() - started
+    else:
+        # Redis first: serving stops before the (slower) ledger commit. If that commit then fails the
+        # subject stays denied without a record (the safe side), and the error says so.
+        entry = with_denied(store.deny_entries(entity, [key])[0], purpose)
+        store.set_deny(entity, key, entry)
+        removed = store.remove_subject(entity, key, {purpose})
+        online_seconds = time.perf_counter() - started
+        try:
+            policy.consent.record([event])
+        except Exception as exc:
+            raise ConsentError(
+                f"{entity} {subject}: denied online for {purpose}, but recording the revocation in the consent "
+                f"ledger failed ({type(exc).__name__}: {exc}); run the revocation again"
+            ) from exc
     seconds = time.perf_counter() - started
     AuditLog(settings.privacy_table("audit")).append(
         "consent_grant" if granted else "consent_revoke",
@@ -88,7 +107,14 @@ def change_consent(
         target=purpose,
         details={"keys_removed": removed, "event_time": event.event_time.isoformat(), "origin": origin},
     )
-    return ConsentChange(entity, key, purpose, granted, entry, removed, seconds)
+    return ConsentChange(entity, key, purpose, granted, entry, removed, seconds, online_seconds)
+
+
+def with_denied(entry: str | None, purpose: str) -> str:
+    """A deny entry with `purpose` added (an erased subject's "*" already denies everything)."""
+    if entry == ERASED:
+        return entry
+    return json.dumps(sorted(set(json.loads(entry) if entry else []) | {purpose}))
 
 
 def sync_deny(catalog: Catalog, settings: Settings, store: OnlineStore) -> dict[str, int]:
@@ -111,6 +137,4 @@ def sync_deny(catalog: Catalog, settings: Settings, store: OnlineStore) -> dict[
 
 
 def _purposes(entry: str) -> list[str]:
-    import json
-
     return json.loads(entry)

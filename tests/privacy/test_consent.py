@@ -109,7 +109,7 @@ def test_revocation_removes_every_version_at_once_and_no_push_writes_it_back(cat
         catalog, settings, store, "12350", "personalization", granted=False, by="steward", reason="asked"
     )
     assert done.keys_removed == 2  # both kept versions
-    assert done.seconds < 1.0
+    assert done.online_seconds < 1.0 and done.seconds < 5.0
     assert not any(r.exists(store.keys(VIEW).data_key(v, 12350)) for v in (1, 2))
     assert client.get_view(VIEW, [12350, 12351])[0]["country"] is None
     assert client.get_view(VIEW, [12351])[0]["country"] == "United Kingdom"
