@@ -83,4 +83,7 @@ item_popularity = FeatureView(
     online=True,
     online_ttl=timedelta(days=3),
     offline_lookback=timedelta(days=2),
+    # An item whose aggregates break a rule keeps yesterday's values; above 1% of items the view blocks.
+    max_bad_fraction=0.01,
+    on_bad_entities="keep_previous",
 )

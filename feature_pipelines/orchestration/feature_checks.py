@@ -12,6 +12,7 @@ import polars as pl
 
 from feature_pipelines.catalog import Catalog
 from feature_pipelines.checks import consistency, drift, freshness
+from feature_pipelines.checks.holdback import HeldBack
 from feature_pipelines.offline import delta
 from feature_pipelines.online.client import OnlineClient
 from feature_pipelines.online.store import OnlineStore
@@ -130,6 +131,41 @@ def health_checks(
             },
         ),
     ]
+
+
+def holdback_metadata(view: FeatureView, held: HeldBack | None) -> dict:
+    """What the gate check shows about held-back entities: how many, a few of them and why, the policy."""
+    if held is None or held.blocked:
+        return {"held_back": 0} if view.max_bad_fraction > 0 else {}
+    return {
+        "held_back": held.count,
+        "held_back_policy": view.on_bad_entities,
+        "held_back_carried": held.carried,
+        "max_bad_fraction": view.max_bad_fraction,
+        "held_back_entities": dg.MetadataValue.md(_md_table(held.examples(20))),
+    }
+
+
+def holdback_record(view: FeatureView, held: HeldBack | None) -> dict:
+    """The same, kept in the saved validation result (every held-back entity, not a sample)."""
+    if held is None or held.blocked:
+        return {}
+    return {
+        "held_back": {
+            "policy": view.on_bad_entities,
+            "max_bad_fraction": view.max_bad_fraction,
+            "carried": held.carried,
+            "entities": held.held.to_dicts(),
+        }
+    }
+
+
+def _md_table(rows: list[dict]) -> str:
+    if not rows:
+        return "none"
+    cols = list(rows[0])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    return "\n".join(lines + ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows])
 
 
 def consistency_spec(key: dg.AssetKey, view: FeatureView) -> dg.AssetCheckSpec:
