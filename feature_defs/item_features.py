@@ -72,6 +72,8 @@ item_popularity = FeatureView(
             dtype=pl.Float64,
             description="Units on cancellation lines / units sold, 30 days; above 1 when older sales come back.",
             min=0,
+            # Zero for most items: any return is many robust deviations from a history of zeros.
+            outlier_z=None,
         ),
     ),
     prepare=product_lines,

@@ -27,6 +27,8 @@ from feature_pipelines.orchestration.feature_checks import (
     health_checks,
     holdback_metadata,
     holdback_record,
+    outlier_check,
+    reference_partitions,
 )
 from feature_pipelines.orchestration.partitions import POLICY, RETRY, partitions_for, run_days
 from feature_pipelines.orchestration.resources import FeatureStoreResource
@@ -165,6 +167,7 @@ def build_feature_asset(view: FeatureView, catalog: Catalog) -> dg.AssetsDefinit
             raise dg.Failure(description=str(exc), allow_retries=False) from exc
         quality.index_result(results_path, store.settings.lake_dir, view.deployed_name, days, commit.version)
         context.log.info(f"{view.deployed_name}: {commit.rows} rows for {span}, Delta v{commit.version}")
+        reference = reference_partitions(uri, commit.version, days[-1])
         checks = [
             dg.AssetCheckResult(check_name=GX_CHECK, passed=True, metadata=gate_meta),
             dg.AssetCheckResult(
@@ -177,7 +180,8 @@ def build_feature_asset(view: FeatureView, catalog: Catalog) -> dg.AssetsDefinit
                     "validation_result": dg.MetadataValue.path(str(results_path)),
                 },
             ),
-            drift_check(view, uri, commit.version, frame, days[-1]),
+            drift_check(view, reference, frame, days[-1]),
+            outlier_check(view, entity.join_key, reference, frame, days[-1]),
             *health_checks(view, catalog, raw, frame, days),
         ]
         yield dg.MaterializeResult(
