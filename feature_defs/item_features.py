@@ -72,6 +72,8 @@ item_popularity = FeatureView(
             dtype=pl.Float64,
             description="Units on cancellation lines / units sold, 30 days; above 1 when older sales come back.",
             min=0,
+            # Zero for most items: any return is many robust deviations from a history of zeros.
+            outlier_z=None,
         ),
     ),
     prepare=product_lines,
@@ -83,4 +85,7 @@ item_popularity = FeatureView(
     online=True,
     online_ttl=timedelta(days=3),
     offline_lookback=timedelta(days=2),
+    # An item whose aggregates break a rule keeps yesterday's values; above 1% of items the view blocks.
+    max_bad_fraction=0.01,
+    on_bad_entities="keep_previous",
 )

@@ -109,6 +109,9 @@ user_purchase_behavior = FeatureView(
     online_ttl=timedelta(days=3),
     offline_lookback=timedelta(days=2),
     purposes=("personalization", "analytics"),
+    # A customer whose aggregates break a rule keeps yesterday's values; above 1% the view blocks.
+    max_bad_fraction=0.01,
+    on_bad_entities="keep_previous",
 )
 
 
@@ -205,4 +208,8 @@ user_context = FeatureView(
     online_ttl=timedelta(days=7),
     offline_lookback=timedelta(days=7),
     purposes=("personalization",),
+    # A country missing from COUNTRY_INFO must not blank every customer's context: that customer keeps the
+    # context it had (its previous row), everyone else is updated; above 1% of customers the view blocks.
+    max_bad_fraction=0.01,
+    on_bad_entities="keep_previous",
 )

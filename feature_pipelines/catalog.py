@@ -512,6 +512,10 @@ def _validate_view(view: FeatureView, catalog: Catalog) -> list[str]:
         if not isinstance(value, str):
             problems.append(f"{where}: tag {tag!r} must be a string, got {value!r}")
     problems.extend(_validate_ttls(where, view))
+    if not 0 <= view.max_bad_fraction <= 1:
+        problems.append(f"{where}: max_bad_fraction must be within 0..1, got {view.max_bad_fraction}")
+    if view.on_bad_entities not in ("keep_previous", "null"):
+        problems.append(f"{where}: on_bad_entities must be 'keep_previous' or 'null', got {view.on_bad_entities!r}")
     names = [f.name for f in view.features]
     for dup in sorted({n for n in names if names.count(n) > 1}):
         problems.append(f"{where}: feature {dup!r} is declared twice")
@@ -524,6 +528,8 @@ def _validate_view(view: FeatureView, catalog: Catalog) -> list[str]:
             problems.append(f"{feat.defined_at}: feature {view.name}:{feat.name} has no description")
         if feat.sensitivity is not None and feat.sensitivity not in SENSITIVITIES:
             problems.append(f"{feat.defined_at}: feature {view.name}:{feat.name}: bad sensitivity")
+        if feat.outlier_z is not None and not feat.outlier_z > 0:
+            problems.append(f"{feat.defined_at}: feature {view.name}:{feat.name}: outlier_z must be positive")
     if problems or view.entity_name not in catalog.entities or view.source_name not in catalog.sources:
         return problems
     return problems + _validate_output_schema(where, view, catalog)

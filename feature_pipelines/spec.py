@@ -250,6 +250,12 @@ class Feature:
     means unique per partition; `expectations` adds any other GE expectation with its own severity.
     `drift_threshold` is the PSI (numeric) or Jensen-Shannon distance (categorical) above which the drift
     check warns. `inputs` names the source columns the feature is computed from (column lineage).
+
+    Value guards (invariant 2): a float feature's non-finite values (inf, -inf, NaN) fail a blocking
+    expectation unless `allow_non_finite=True` (null is governed by `nullable`). `outlier_z` is the robust
+    z-score (|x - median| / (1.4826 MAD) over the previous partitions' values) above which the warn-level
+    `outliers` check lists an entity; None turns it off for this feature. Neither changes what is computed,
+    so neither is part of the definition hash.
     """
 
     name: str
@@ -270,11 +276,16 @@ class Feature:
     # may not consume it; services whose lock already does get a warning. Not part of the definition hash
     # (hence repr=False): deprecating a feature does not change what is computed.
     deprecated: str | None = field(default=None, repr=False)
+    allow_non_finite: bool = field(default=False, repr=False)
+    outlier_z: float | None = field(default=10.0, repr=False)
     defined_at: str = field(default="", compare=False, repr=False)
 
     @property
     def polars_dtype(self) -> pl.DataType:
         return resolve_dtype(self.dtype)
+
+
+BadEntityPolicy = Literal["keep_previous", "null"]
 
 
 def versioned_name(name: str, version: int) -> str:
@@ -343,6 +354,18 @@ class FeatureView:
         freshness_sla: how long after its day ends a partition must be in Delta and serving in Redis.
         purposes: names of the `Purpose`s its rows serve; required for views of a `personal` entity. A
             subject without consent for every one of them is left out at compute, push, serve and train.
+
+    Blast radius (invariant 2 without one bad row blocking every entity):
+        max_bad_fraction: the share of a partition's entities whose rows may fail a blocking row-level
+            expectation (a value out of range, not allowed, null, non-finite) and be held back while the rest
+            is committed and promoted. 0 (the default): any bad row blocks the view, as do table-level
+            failures (types, uniqueness, null shares) and a bad share above this, whatever the policy.
+        on_bad_entities: what a held-back entity serves. "keep_previous": its row in the previous committed
+            partition is carried into this one (stamped with this partition's date), so its previous values
+            keep serving; an entity without a previous row is left out. "null": its row is left out of the
+            partition, so serving returns no values for it. The gate check lists who was held back.
+        Neither is part of the definition hash: they decide which rows the gate withholds, not how a value
+        is computed.
     """
 
     name: str
@@ -365,6 +388,9 @@ class FeatureView:
     skew_sample: int = 200
     freshness_sla: timedelta = timedelta(hours=12)
     purposes: tuple[str, ...] = ()
+    # What the gate withholds, not how a value is computed: not part of the definition hash (repr=False).
+    max_bad_fraction: float = field(default=0.0, repr=False)
+    on_bad_entities: BadEntityPolicy = field(default="keep_previous", repr=False)
     defined_at: str = field(default="", compare=False, repr=False)
 
     @property

@@ -11,6 +11,11 @@ their partitions. Expectations that do depend on the batch (`max_null_fraction` 
 aggregates such as a mean, uniqueness across rows) are evaluated per partition: the null share with
 polars, the others with one GE pass per partition. Every failure names its partitions.
 
+**Finite values.** A float feature's inf, -inf and NaN fail `expect_column_values_to_be_finite`, blocking,
+unless the feature declares `allow_non_finite=True`. It is evaluated with polars: GE sees pandas, where a
+null float is NaN, so it cannot tell a null (governed by `nullable`) from a NaN; and a range such as
+`min=0` lets inf through.
+
 **Types.** Integer and boolean columns reach GE as pandas' nullable dtypes (`Int64`, `boolean`): a plain
 conversion makes an integer column with a null float64 and a boolean one object, which fail a correct
 type check.
@@ -69,6 +74,11 @@ class Failure:
     rows: list[dict[str, Any]] = field(default_factory=list)
     partitions: tuple[str, ...] = ()
     """The partitions that fail it (each would fail a daily run of its own)."""
+    kwargs: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    """The expectation's arguments, so that the offending rows can be found again (`offending_rows`)."""
+    row_level: bool = False
+    """Whether each row passes or fails it on its own (a value out of range, null, not allowed, non-finite):
+    such a failure can be pinned on entities and held back (`feature_pipelines.checks.holdback`)."""
 
     def __str__(self) -> str:
         where = f"column {self.column!r}" if self.column else "table"
@@ -197,6 +207,44 @@ def _context():
     return context
 
 
+FINITE = "expect_column_values_to_be_finite"
+
+
+def finite_features(view: FeatureView) -> list[str]:
+    """Float features whose non-finite values block (every float feature but the opted-out ones)."""
+    return [f.name for f in view.features if f.polars_dtype.is_float() and not f.allow_non_finite]
+
+
+def finite_failures(view: FeatureView, catalog: Catalog, frame: pl.DataFrame) -> list[Failure]:
+    """inf, -inf or NaN in a float feature that does not allow them: one blocking failure per feature."""
+    key = catalog.entity_of(view).join_key
+    partitioned = PARTITION_DATE in frame.columns
+    out = []
+    for name in finite_features(view):
+        if name not in frame.columns or not frame.schema[name].is_float():
+            continue  # reported by schema_failures
+        bad = _offending(frame, {"column": name}, FINITE)
+        if bad is None or bad.height == 0:
+            continue
+        out.append(
+            Failure(
+                expectation=FINITE,
+                column=name,
+                severity="blocking",
+                observed=f"{bad.height} non-finite values",
+                unexpected_count=bad.height,
+                examples=bad[name].head(5).to_list(),
+                rows=bad.select(list(dict.fromkeys([key, *([PARTITION_DATE] if partitioned else []), name])))
+                .head(5)
+                .to_dicts(),
+                partitions=tuple(sorted(bad[PARTITION_DATE].unique().to_list())) if partitioned else (),
+                kwargs={"column": name},
+                row_level=True,
+            )
+        )
+    return out
+
+
 def schema_failures(view: FeatureView, catalog: Catalog, frame: pl.DataFrame) -> list[Failure]:
     """Declared columns missing from the frame or of another polars dtype."""
     out = []
@@ -252,6 +300,15 @@ def _batch_dependent(exp: gxe.Expectation) -> bool:
     return True  # aggregates and table-level expectations describe a batch
 
 
+def _row_level(exp: gxe.Expectation) -> bool:
+    """Whether each row passes or fails `exp` on its own, whatever else is in the batch."""
+    return (
+        isinstance(exp, ColumnMapExpectation)
+        and exp.expectation_type not in _SCHEMA_KINDS | _UNIQUE_KINDS
+        and (getattr(exp, "mostly", None) or 1.0) >= 1.0
+    )
+
+
 def _null_share(exp: gxe.Expectation) -> bool:
     return exp.expectation_type == "expect_column_values_to_not_be_null" and (exp.mostly or 1.0) < 1.0
 
@@ -275,11 +332,18 @@ def validate(view: FeatureView, catalog: Catalog, frame: pl.DataFrame) -> Report
     if len(partitions) <= 1:  # one batch is the partition: a single GE pass answers everything
         whole, per_partition = whole + per_partition, []
     failures = [dataclasses.replace(f, partitions=partitions) for f in schema_failures(view, catalog, frame)]
+    failures += finite_failures(view, catalog, frame)
     result = _ge(whole, frame)
     for res in result.results:
         if not res.success:
             failure = _failure(res, frame, key)
-            failures.append(dataclasses.replace(failure, partitions=_failing_partitions(res, frame, partitions)))
+            failures.append(
+                dataclasses.replace(
+                    failure,
+                    partitions=_failing_partitions(res, frame, partitions),
+                    row_level=_row_level(res.expectation_config.to_domain_obj()),
+                )
+            )
     partition_results: dict[str, Any] = {}
     if per_partition:
         for part in partitions:
@@ -294,6 +358,7 @@ def validate(view: FeatureView, catalog: Catalog, frame: pl.DataFrame) -> Report
     for exp in nulls:
         failures += _null_share_failures(exp, frame, key)
     evaluated = len(result.results) + len(per_partition) + len(nulls) + len(view.features) + 1
+    evaluated += len(finite_features(view))
     return Report(
         view=view.name,
         rows=frame.height,
@@ -317,6 +382,7 @@ def _failure(res: Any, frame: pl.DataFrame, key: str) -> Failure:
         unexpected_count=detail.get("unexpected_count"),
         examples=list(detail.get("partial_unexpected_list", []) or [])[:5],
         rows=_offending_rows(frame, key, kwargs, cfg.type),
+        kwargs=dict(kwargs),
     )
 
 
@@ -382,7 +448,9 @@ def _offending(frame: pl.DataFrame, kwargs: dict[str, Any], kind: str) -> pl.Dat
     if column is None or column not in frame.columns:
         return None
     c = pl.col(column)
-    if kind == "expect_column_values_to_not_be_null":
+    if kind == FINITE:
+        bad = frame.filter(c.is_infinite() | c.is_nan())
+    elif kind == "expect_column_values_to_not_be_null":
         bad = frame.filter(c.is_null() | c.is_nan() if frame.schema[column].is_float() else c.is_null())
     elif kind == "expect_column_values_to_be_between":
         lo, hi = kwargs.get("min_value"), kwargs.get("max_value")
@@ -399,7 +467,23 @@ def _offending(frame: pl.DataFrame, kwargs: dict[str, Any], kind: str) -> pl.Dat
     return bad
 
 
-def save_result(report: Report, lake_dir: Path, view: str, days: list[date], run_id: str) -> Path:
+def offending_rows(frame: pl.DataFrame, failure: Failure) -> pl.DataFrame:
+    """Every row of `frame` that breaks a row-level failure's expectation: with polars when it can, else
+    asking GE for the index of each unexpected row (e.g. a regex)."""
+    bad = _offending(frame, failure.kwargs, failure.expectation)
+    if bad is not None:
+        return bad
+    cls = getattr(gxe, _camel(failure.expectation))
+    suite = gx.ExpectationSuite(name="features.offending", expectations=[cls(**failure.kwargs)])
+    batch = _batch_definition().get_batch(batch_parameters={"dataframe": to_pandas(frame)})
+    res = batch.validate(suite, result_format={"result_format": "COMPLETE"}).results[0]
+    index = (res.result or {}).get("unexpected_index_list") or []
+    return frame[sorted(int(i) for i in index)] if index else frame.clear()
+
+
+def save_result(
+    report: Report, lake_dir: Path, view: str, days: list[date], run_id: str, extra: dict[str, Any] | None = None
+) -> Path:
     """Keep the GE validation result of a run beside the Delta table (passed or not: a failed gate links it).
 
     It does not touch the partition index: that describes the data in Delta, see `index_result`."""
@@ -416,6 +500,7 @@ def save_result(report: Report, lake_dir: Path, view: str, days: list[date], run
                 "failures": [str(f) for f in report.failures],
                 "result": report.result,
                 "partition_results": report.partition_results,
+                **(extra or {}),
             },
             default=str,
         ),

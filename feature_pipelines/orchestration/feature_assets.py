@@ -10,9 +10,14 @@ import dagster as dg
 
 from feature_pipelines import lineage, plan
 from feature_pipelines.catalog import Catalog
-from feature_pipelines.checks import quality
+from feature_pipelines.checks import holdback, quality
 from feature_pipelines.offline import completeness, delta, history
-from feature_pipelines.offline.compute import compute_partitions, raw_days_before, raw_range_for
+from feature_pipelines.offline.compute import (
+    IntegerOverflowError,
+    compute_partitions,
+    raw_days_before,
+    raw_range_for,
+)
 from feature_pipelines.orchestration.asset_keys import feature_key, raw_key
 from feature_pipelines.orchestration.feature_checks import (
     GX_CHECK,
@@ -20,6 +25,10 @@ from feature_pipelines.orchestration.feature_checks import (
     drift_check,
     feature_check_specs,
     health_checks,
+    holdback_metadata,
+    holdback_record,
+    outlier_check,
+    reference_partitions,
 )
 from feature_pipelines.orchestration.partitions import POLICY, RETRY, partitions_for, run_days
 from feature_pipelines.orchestration.resources import FeatureStoreResource
@@ -84,9 +93,13 @@ def build_feature_asset(view: FeatureView, catalog: Catalog) -> dg.AssetsDefinit
         except completeness.IncompleteWindowError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from exc
         raw = delta.read_partitions(raw_uri, EVENT_DATE, raw_first, raw_last, raw_version)
-        frame = compute_partitions(view, catalog, raw, days)
+        try:
+            frame = compute_partitions(view, catalog, raw, days)
+        except IntegerOverflowError as exc:  # the data decides: a retry would wrap again
+            raise dg.Failure(description=str(exc), allow_retries=False) from exc
         # Consent at each partition's instant, as known now, and erasures: left out before the gate.
-        consented = PrivacyPolicy(catalog, store.settings).filter_view_rows(view, frame)
+        policy = PrivacyPolicy(catalog, store.settings)
+        consented = policy.filter_view_rows(view, frame)
         frame = consented.frame
         if consented.dropped:
             context.log.info(
@@ -94,12 +107,29 @@ def build_feature_asset(view: FeatureView, catalog: Catalog) -> dg.AssetsDefinit
                 "(no consent for the view's purposes at the partition's time, or erased)"
             )
         report = quality.validate(view, catalog, frame)
+        held = None
+        if not report.passed and view.max_bad_fraction > 0:  # blast radius: hold bad entities back, not all
+            previous = holdback.committed_before(uri, view.online_ttl or view.offline_lookback)
+            held = holdback.hold_back(view, catalog, frame, report, previous)
+            if not held.blocked:
+                # Carried rows are earlier rows: the same consent and erasure rule applies to them.
+                frame, first_report = policy.filter_view_rows(view, held.frame).frame, report
+                report = quality.validate(view, catalog, frame)  # the repaired frame passes the whole gate
+                context.log.warning(
+                    f"{view.deployed_name}: held back {held.count} entities ({view.on_bad_entities}); "
+                    f"they failed:\n{first_report.summary()}"
+                )
         sensitive = pii.sensitive_columns(catalog, view)
         if sensitive:  # what is stored and shown outside the table carries no ids or sensitive values
             report = pii.redact_report(report, sensitive, entity.join_key, entity.name)
         span = f"{days[0]}..{days[-1]}"
         results_path = quality.save_result(
-            report, store.settings.lake_dir, view.deployed_name, days, context.run.run_id
+            report,
+            store.settings.lake_dir,
+            view.deployed_name,
+            days,
+            context.run.run_id,
+            extra=holdback_record(view, held),
         )
         gate_meta = {
             "rows": frame.height,
@@ -109,11 +139,14 @@ def build_feature_asset(view: FeatureView, catalog: Catalog) -> dg.AssetsDefinit
             "failed_partitions": ", ".join(report.failed_partitions) or "none",
             "failures": dg.MetadataValue.md(report.markdown(report.blocking_failures)),
             "validation_result": dg.MetadataValue.path(str(results_path)),
+            **holdback_metadata(view, held),
         }
         if not report.passed:
             yield dg.AssetCheckResult(check_name=GX_CHECK, passed=False, metadata=gate_meta)
+            why = "".join(f"\n  {b}" for b in (held.blocked if held else []))
             raise dg.Failure(
-                description=f"GE gate failed; nothing was written to Delta.\n{report.summary()}",
+                description=f"GE gate failed; nothing was written to Delta.\n{report.summary()}"
+                + (f"\nnot held back (max_bad_fraction={view.max_bad_fraction}):{why}" if why else ""),
                 metadata=gate_meta,
                 allow_retries=False,
             )
@@ -150,6 +183,7 @@ def build_feature_asset(view: FeatureView, catalog: Catalog) -> dg.AssetsDefinit
             raise dg.Failure(description=str(exc), allow_retries=False) from exc
         quality.index_result(results_path, store.settings.lake_dir, view.deployed_name, days, commit.version)
         context.log.info(f"{view.deployed_name}: {commit.rows} rows for {span}, Delta v{commit.version}")
+        reference = reference_partitions(uri, commit.version, days[-1])
         checks = [
             dg.AssetCheckResult(check_name=GX_CHECK, passed=True, metadata=gate_meta),
             dg.AssetCheckResult(
@@ -162,7 +196,8 @@ def build_feature_asset(view: FeatureView, catalog: Catalog) -> dg.AssetsDefinit
                     "validation_result": dg.MetadataValue.path(str(results_path)),
                 },
             ),
-            drift_check(view, uri, commit.version, frame, days[-1]),
+            drift_check(view, reference, frame, days[-1]),
+            outlier_check(view, entity.join_key, reference, frame, days[-1]),
             *health_checks(view, catalog, raw, frame, days),
         ]
         yield dg.MaterializeResult(

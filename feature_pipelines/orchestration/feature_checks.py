@@ -12,7 +12,8 @@ import dagster as dg
 import polars as pl
 
 from feature_pipelines.catalog import Catalog
-from feature_pipelines.checks import consistency, drift, freshness
+from feature_pipelines.checks import consistency, drift, freshness, outliers
+from feature_pipelines.checks.holdback import HeldBack
 from feature_pipelines.offline import delta
 from feature_pipelines.online.client import OnlineClient
 from feature_pipelines.online.store import OnlineStore
@@ -21,6 +22,7 @@ from feature_pipelines.spec import PARTITION_DATE, FeatureView
 
 GX_CHECK = "gx_suite"
 CONSISTENCY_CHECK = "consistency"
+OUTLIER_CHECK = "outliers"
 WARN = dg.AssetCheckSeverity.WARN
 REFERENCE_PARTITIONS = 28
 """Drift compares the newest partition with this many partitions before it."""
@@ -51,6 +53,14 @@ def feature_check_specs(key: dg.AssetKey, partitions: dg.PartitionsDefinition) -
             f"{REFERENCE_PARTITIONS} before it (a feature that turned all-null fails it).",
         ),
         dg.AssetCheckSpec(
+            OUTLIER_CHECK,
+            asset=key,
+            blocking=False,
+            description=f"Entities of the newest partition whose value of a feature lies more than its outlier_z "
+            f"robust deviations (median/MAD, signed log scale) from that feature's values in the "
+            f"{REFERENCE_PARTITIONS} partitions before it; lists them.",
+        ),
+        dg.AssetCheckSpec(
             "source_freshness",
             asset=key,
             blocking=False,
@@ -65,10 +75,55 @@ def feature_check_specs(key: dg.AssetKey, partitions: dg.PartitionsDefinition) -
     ]
 
 
-def drift_check(view: FeatureView, uri: str, version: int, frame: pl.DataFrame, newest: date) -> dg.AssetCheckResult:
+def reference_partitions(uri: str, version: int, newest: date) -> pl.DataFrame:
+    """The committed partitions before `newest` that drift and outliers compare it with (read once)."""
     first = (newest - timedelta(days=REFERENCE_PARTITIONS)).isoformat()
     last = (newest - timedelta(days=1)).isoformat()
-    reference = delta.read_partitions(uri, PARTITION_DATE, first, last, version)
+    return delta.read_partitions(uri, PARTITION_DATE, first, last, version)
+
+
+def outlier_check(
+    view: FeatureView, key: str, reference: pl.DataFrame, frame: pl.DataFrame, newest: date
+) -> dg.AssetCheckResult:
+    """Warn-level: entities of the newest partition far from each feature's own history, listed."""
+    current = frame.filter(pl.col(PARTITION_DATE) == newest.isoformat())
+    n_ref = reference[PARTITION_DATE].n_unique() if reference.height else 0
+    if n_ref < 7 or current.height == 0:
+        return dg.AssetCheckResult(
+            check_name=OUTLIER_CHECK,
+            passed=True,
+            severity=WARN,
+            metadata={
+                "partition": newest.isoformat(),
+                "reference_partitions": n_ref,
+                "note": "not evaluated: fewer than 7 reference partitions or an empty partition",
+            },
+        )
+    results = outliers.outliers(view.features, key, reference, current)
+    found = [r for r in results if r.count]
+    rows = sorted(({"feature": r.feature, **row} for r in found for row in r.rows[:20]), key=lambda x: -x["robust_z"])
+    return dg.AssetCheckResult(
+        check_name=OUTLIER_CHECK,
+        passed=not found,
+        severity=WARN,
+        metadata={
+            "n_outliers": sum(r.count for r in found),  # headline: every outlier of the partition checked
+            "partition": newest.isoformat(),
+            "reference_partitions": n_ref,
+            "features": ", ".join(f"{r.feature} ({r.count})" for r in found) or "none",
+            "not_evaluated": ", ".join(r.feature for r in results if not r.evaluated) or "none",
+            "outlier_entities": dg.MetadataValue.md(
+                _md_table([{k: _short(v) for k, v in row.items()} for row in rows[:50]])
+            ),
+        },
+    )
+
+
+def _short(value: object) -> object:
+    return round(value, 3) if isinstance(value, float) else value
+
+
+def drift_check(view: FeatureView, reference: pl.DataFrame, frame: pl.DataFrame, newest: date) -> dg.AssetCheckResult:
     current = frame.filter(pl.col(PARTITION_DATE) == newest.isoformat())
     n_ref = reference[PARTITION_DATE].n_unique() if reference.height else 0
     if n_ref < 7 or current.height == 0:
@@ -100,19 +155,27 @@ def drift_check(view: FeatureView, uri: str, version: int, frame: pl.DataFrame, 
 def health_checks(
     view: FeatureView, catalog: Catalog, raw: pl.DataFrame, frame: pl.DataFrame, days: list[date]
 ) -> list[dg.AssetCheckResult]:
+    """Source freshness and completeness over every partition of the run. Each headline value describes
+    the verdict's scope: the worst partition of the run (named beside it), not the newest one, so a check
+    failing over three days never shows the fine value of the last."""
     health = freshness.partition_health(view, catalog, raw, frame, days)
-    newest = health[-1]
     limit = view.max_source_lag
+    span = f"{health[0].partition}..{health[-1].partition}"
     stale = [h for h in health if h.source_lag is None or h.source_lag > limit]
-    lag_h = newest.source_lag.total_seconds() / 3600 if newest.source_lag is not None else -1
+    unknown = [h for h in health if h.source_lag is None]  # no source event before the end: the worst lag
+    laggiest = unknown[0] if unknown else max(health, key=lambda h: h.source_lag)
+    lag_h = laggiest.source_lag.total_seconds() / 3600 if laggiest.source_lag is not None else -1
     incomplete = [h for h in health if h.completeness < view.min_completeness]
+    worst = min(health, key=lambda h: h.completeness)
     return [
         dg.AssetCheckResult(
             check_name="source_freshness",
             passed=not stale,
             severity=WARN,
             metadata={
-                "source_lag_hours": round(lag_h, 2),
+                "source_lag_hours": round(lag_h, 2),  # the largest over the run; -1: no source event at all
+                "source_lag_partition": laggiest.partition,
+                "partitions": span,
                 "max_source_lag_hours": limit.total_seconds() / 3600,
                 "stale_partitions": ", ".join(h.partition for h in stale[:20]) or "none",
                 "n_stale": len(stale),
@@ -123,8 +186,10 @@ def health_checks(
             passed=not incomplete,
             severity=WARN,
             metadata={
-                "completeness": round(newest.completeness, 4),
-                "active_entities": newest.active,
+                "completeness": round(worst.completeness, 4),  # the lowest over the run
+                "completeness_partition": worst.partition,
+                "active_entities": worst.active,
+                "partitions": span,
                 "min_completeness": view.min_completeness,
                 "incomplete_partitions": ", ".join(f"{h.partition} ({h.completeness:.2%})" for h in incomplete[:20])
                 or "none",
@@ -132,6 +197,41 @@ def health_checks(
             },
         ),
     ]
+
+
+def holdback_metadata(view: FeatureView, held: HeldBack | None) -> dict:
+    """What the gate check shows about held-back entities: how many, a few of them and why, the policy."""
+    if held is None or held.blocked:
+        return {"held_back": 0} if view.max_bad_fraction > 0 else {}
+    return {
+        "held_back": held.count,
+        "held_back_policy": view.on_bad_entities,
+        "held_back_carried": held.carried,
+        "max_bad_fraction": view.max_bad_fraction,
+        "held_back_entities": dg.MetadataValue.md(_md_table(held.examples(20))),
+    }
+
+
+def holdback_record(view: FeatureView, held: HeldBack | None) -> dict:
+    """The same, kept in the saved validation result (every held-back entity, not a sample)."""
+    if held is None or held.blocked:
+        return {}
+    return {
+        "held_back": {
+            "policy": view.on_bad_entities,
+            "max_bad_fraction": view.max_bad_fraction,
+            "carried": held.carried,
+            "entities": held.held.to_dicts(),
+        }
+    }
+
+
+def _md_table(rows: list[dict]) -> str:
+    if not rows:
+        return "none"
+    cols = list(rows[0])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    return "\n".join(lines + ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows])
 
 
 def consistency_spec(key: dg.AssetKey, view: FeatureView) -> dg.AssetCheckSpec:

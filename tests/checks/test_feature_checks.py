@@ -54,9 +54,11 @@ def test_real_data_passes_drift_freshness_completeness_and_roundtrip(retail, pg_
             "gx_suite": True,
             "gx_warn": True,
             "drift": True,
+            "outliers": True,
             "source_freshness": True,
             "completeness": True,
         }, view
+        assert checks["outliers"].metadata["reference_partitions"].value == 28
         assert checks["drift"].metadata["reference_partitions"].value == 28
         assert checks["source_freshness"].metadata["source_lag_hours"].value < 24
     online = [e for e in result.get_asset_check_evaluations() if e.check_name in ("roundtrip", "consistency")]
@@ -174,3 +176,38 @@ def test_catalog_doc_is_up_to_date(catalog, fmt):
         assert (ROOT / "docs" / "catalog.md").read_text() == catalog_listing.render(listing, "markdown"), (
             "docs/catalog.md is stale: run `fstore catalog --format markdown --static --output docs/catalog.md`"
         )
+
+
+def test_headline_values_describe_the_whole_run_not_its_newest_day():
+    """A completeness check failing on the run's first day shows that day's completeness, not the newest's."""
+    from datetime import UTC, date, datetime
+
+    from feature_pipelines.orchestration.feature_checks import health_checks
+    from tests.checks.test_quality import view_of
+
+    view, catalog = view_of(Feature(name="x", dtype=pl.Int64, description="d"))
+    view = dataclasses.replace(view, max_source_lag=timedelta(hours=12))
+    catalog = dataclasses.replace(catalog, views={"v": view})
+    days = [date(2024, 1, 1), date(2024, 1, 2), date(2024, 1, 3)]
+    # Ten users active on day 1 (noon) and day 3 (23:00), none on day 2.
+    raw = pl.DataFrame(
+        {
+            "ts": [datetime(2024, 1, 1, 12, tzinfo=UTC)] * 10 + [datetime(2024, 1, 3, 23, tzinfo=UTC)] * 10,
+            "user_id": list(range(10)) * 2,
+            "event_date": ["2024-01-01"] * 10 + ["2024-01-03"] * 10,
+        },
+        schema={"ts": pl.Datetime("us", "UTC"), "user_id": pl.Int64, "event_date": pl.String},
+    )
+    covered = {"2024-01-01": [0, 1], "2024-01-02": list(range(10)), "2024-01-03": list(range(10))}
+    frame = pl.DataFrame(
+        [(u, 1, d) for d, users in covered.items() for u in users],
+        schema={"user_id": pl.Int64, "x": pl.Int64, "partition_date": pl.String},
+        orient="row",
+    )
+    fresh, complete = health_checks(view, catalog, raw, frame, days)
+    md = {k: v.value for k, v in complete.metadata.items()}
+    assert not complete.passed and md["completeness"] == 0.2 and md["completeness_partition"] == "2024-01-01"
+    assert md["active_entities"] == 10 and md["partitions"] == "2024-01-01..2024-01-03"
+    md = {k: v.value for k, v in fresh.metadata.items()}
+    assert not fresh.passed and md["stale_partitions"] == "2024-01-02"
+    assert md["source_lag_hours"] == 36.0 and md["source_lag_partition"] == "2024-01-02"

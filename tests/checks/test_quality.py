@@ -74,7 +74,9 @@ def test_nullable_int_and_boolean_pass_and_a_wrong_dtype_still_fails():
 
 
 def test_null_fraction_is_per_partition_and_a_range_run_blocks_what_daily_runs_block():
-    view, catalog = view_of(Feature(name="score", dtype=pl.Float64, description="d", max_null_fraction=0.2))
+    view, catalog = view_of(
+        Feature(name="score", dtype=pl.Float64, description="d", max_null_fraction=0.2, allow_non_finite=True)
+    )
     ten = list(range(10))
     data = frame(
         {
@@ -165,3 +167,33 @@ def test_suite_is_unchanged_for_a_daily_run():
     report = quality.validate(view, catalog, data)
     assert report.passed and report.partition_results == {}  # 50% null is allowed: at most, not more
     assert not quality.validate(view, catalog, data.with_columns(pl.lit(None, dtype=pl.Float64).alias("score"))).passed
+
+
+def test_non_finite_values_block_by_default_and_a_feature_can_opt_out():
+    inf, nan = float("inf"), float("nan")
+    data = frame(
+        {
+            DAYS[0]: {"spend": [1.0, 2.0, 3.0], "rate": [0.1, None, 0.3]},
+            DAYS[1]: {"spend": [1.0, inf, 3.0], "rate": [0.1, nan, -inf]},  # min=0 alone lets inf through
+        },
+        {"spend": pl.Float64, "rate": pl.Float64},
+    )
+    view, catalog = view_of(
+        Feature(name="spend", dtype=pl.Float64, description="d", min=0),
+        Feature(name="rate", dtype=pl.Float64, description="d", nullable=True),
+    )
+    report = quality.validate(view, catalog, data)
+    finite = {f.column: f for f in report.blocking_failures if f.expectation == quality.FINITE}
+    assert set(finite) == {"spend", "rate"} and report.failed_partitions == [DAYS[1]]
+    assert finite["spend"].unexpected_count == 1 and finite["spend"].partitions == (DAYS[1],)
+    assert finite["spend"].rows == [{"user_id": 1, "partition_date": DAYS[1], "spend": inf}]
+    assert finite["rate"].unexpected_count == 2 and finite["rate"].row_level  # a null is not non-finite
+    assert "expect_column_values_to_be_finite on column 'spend', 1 rows" in report.summary()
+    assert daily_blocks(view, catalog, data) == [DAYS[1]]
+
+    opted, catalog = view_of(
+        Feature(name="spend", dtype=pl.Float64, description="d", min=0),
+        Feature(name="rate", dtype=pl.Float64, description="d", nullable=True, allow_non_finite=True),
+    )
+    report = quality.validate(opted, catalog, data)
+    assert {f.column for f in report.blocking_failures} == {"spend"}
