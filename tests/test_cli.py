@@ -122,7 +122,7 @@ def test_a_service_read_is_one_round_trip(served, catalog, redis_url, r):
     from feature_pipelines.online.client import OnlineClient
 
     behavior = served.layout["user_purchase_behavior"]
-    frame = pl.DataFrame({"customer_id": range(1000), **{f: [1] * 1000 for f in behavior.features}}).with_columns(
+    frame = pl.DataFrame({"customer_id": range(1, 1001), **{f: [1] * 1000 for f in behavior.features}}).with_columns(
         [
             pl.col(f).cast(pl.Float64)
             for f in behavior.features
@@ -131,7 +131,7 @@ def test_a_service_read_is_one_round_trip(served, catalog, redis_url, r):
     )
     push(served, "user_purchase_behavior", [frame], partition="2011-12-09")
     client = OnlineClient(redis_url, catalog)
-    entities = {"customer_id": list(range(1000)), "stock_code": ["85123A"] * 1000}
+    entities = {"customer_id": list(range(1, 1001)), "stock_code": ["85123A"] * 1000}
     client.get_service("ranking_model_v1", entities)  # learns the serving versions
     r.config_resetstat()
     rows = client.get_service("ranking_model_v1", entities)
@@ -150,13 +150,15 @@ def test_ids_are_parsed_strictly_by_the_entity_dtype(served, raw):
 
 
 def test_negative_ids_need_no_double_dash(served, tmp_path):
-    frame = pl.DataFrame({"customer_id": [-5], "country": ["Iceland"], "locale": ["is"], "currency": ["ISK"]})
-    push_from_delta(served, "user_context", frame, partition="2011-12-10", uri=str(tmp_path / "user_context"))
+    # "-5" reaches the key rules as an id (not an unknown option); customer ids are positive, so it is refused.
     result = runner.invoke(app, ["get", "user_context", "-5", "12352", "--view"])
-    assert result.exit_code == 0, result.output
-    assert [row["country"] for row in json.loads(result.stdout)] == ["Iceland", None]
-    item = runner.invoke(app, ["get", "item_popularity", "085123A", "--view"])  # string keys stay verbatim
-    assert item.exit_code == 0 and json.loads(item.stdout)[0]["revenue_30d"] is None
+    assert result.exit_code == 1, result.output
+    assert "No such option" not in result.output and "rule key_min" in result.output
+    ok = runner.invoke(app, ["get", "user_context", "12352", "--view"])
+    assert ok.exit_code == 0 and json.loads(ok.stdout)[0]["country"] == "Norway"
+    # String keys are not parsed as numbers: they meet the item's rules (upper-cased, five digits).
+    item = runner.invoke(app, ["get", "item_popularity", "085123A", "--view"])
+    assert item.exit_code == 1 and "rule key_pattern" in item.output
 
 
 def test_status_pin_unpin_promote_and_gc(served, tmp_path, r):
