@@ -379,7 +379,7 @@ class IdentityStore:
             "alias_map": new_map,
         }
         closed = new_map.filter(pl.col("known_to") == now).height
-        opened = new_map.filter(pl.col("known_from") == now).height
+        opened = new_map.height - old_map.height  # facts are only ever added (a historical load dates them)
         statuses = judged.group_by("status").len()
         summary = RunSummary(
             known_at=now,
