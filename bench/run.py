@@ -567,7 +567,66 @@ def render(r: dict) -> str:
     return "\n".join(lines)
 
 
-ENTRIES = {"main_job": main_job_bench, "training_set": training_set_bench, "alias": alias_read_bench}
+def identity_bench(customers: int = 360_000, seed: int = 11) -> dict:
+    """Stitching at scale: SYNTHETIC events of `customers` customers (360k: about 10M events), a full
+    recompute of all days but the last, the daily update folding in the last day, and a full recompute of
+    every day (the same resulting graph), each in a fresh process (time, peak RSS); then pairwise accuracy."""
+    from feature_pipelines.identity.accuracy import pairwise
+    from feature_pipelines.identity.stitch import IdentityStore
+    from feature_pipelines.synthetic import events
+
+    folder = DATA / f"identity-{customers}"
+    if not (folder / events.TRUTH_FILE).exists():
+        started = time.perf_counter()
+        events.write(folder, customers, seed)
+        print(f"generated {customers:,} customers in {time.perf_counter() - started:.0f}s", file=sys.stderr)
+    files = sorted(str(f) for f in folder.glob(f"{events.FILE_PREFIX}*.parquet"))
+    lakes = DATA / "identity-lakes"
+    shutil.rmtree(lakes, ignore_errors=True)
+
+    def stitch(mode: str, lake: Path, chosen: list[str]) -> dict:
+        out = subprocess.run(
+            [sys.executable, "-m", "bench.identity_stitch", mode, str(lake), *chosen],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=HERE.parent,
+        ).stdout
+        return json.loads(out.strip().splitlines()[-1])
+
+    history = stitch("full", lakes / "daily", files[:-1])
+    update = stitch("update", lakes / "daily", files[-1:])
+    full = stitch("full", lakes / "full", files)
+    truth = pl.read_parquet(folder / events.TRUTH_FILE)
+    score = pairwise(IdentityStore(lakes / "full").read("persons"), truth)
+    daily = IdentityStore(lakes / "daily").read("persons")
+    assert daily.equals(IdentityStore(lakes / "full").read("persons")), "update and full recompute disagree"
+    shutil.rmtree(lakes, ignore_errors=True)
+    return {
+        "identity_customers": customers,
+        "identity_persons_truth": truth["person"].n_unique(),
+        "identity_events": full["events"],
+        "identity_ids": full["identifiers"],
+        "identity_persons": full["persons"],
+        "identity_full_s": full["seconds"],
+        "identity_full_peak_rss_mb": full["peak_rss_mb"],
+        "identity_history_full_s": history["seconds"],
+        "identity_update_last_day_events": update["events"],
+        "identity_update_recomputed_ids": update["recomputed_ids"],
+        "identity_update_s": update["seconds"],
+        "identity_update_peak_rss_mb": update["peak_rss_mb"],
+        "identity_full_over_update": round(full["seconds"] / update["seconds"], 2),
+        "identity_precision": round(score.precision, 5),
+        "identity_recall": round(score.recall, 5),
+    }
+
+
+ENTRIES = {
+    "main_job": main_job_bench,
+    "training_set": training_set_bench,
+    "alias": alias_read_bench,
+    "identity": identity_bench,
+}
 """Entries that can run alone (`--only`); the online-store figures need the whole `main()`."""
 
 

@@ -416,7 +416,11 @@ def _entity_columns(catalog, service: str, ids: list[str]) -> dict[str, list[Any
 def training_set(
     service: Annotated[str | None, typer.Argument(help="feature service (omit with --manifest)")] = None,
     entities: Annotated[
-        Path | None, typer.Argument(help="Parquet: entity ids, a timezone-aware timestamp, labels")
+        Path | None,
+        typer.Argument(
+            help="Parquet: entity ids (for person-keyed views: person_id, or any of customer_id / device_id / "
+            "anonymous_id, resolved as known at each row's time), a timezone-aware timestamp, labels"
+        ),
     ] = None,
     output: Annotated[Path, typer.Option("-o", "--output", help="where to write the training set (Parquet)")] = Path(
         "training_set.parquet"
@@ -466,6 +470,8 @@ def training_set(
             if manifest is not None:
                 result = training.rebuild(catalog, recorded, frame, progress=step, privacy=privacy)
             else:
+                from feature_pipelines.identity.stitch import IdentityStore
+
                 result = training.build(
                     catalog,
                     service,
@@ -475,6 +481,7 @@ def training_set(
                     mode="latest" if latest else "known",
                     progress=step,
                     privacy=privacy,
+                    alias_map_uri=IdentityStore(Settings().lake_dir).uri("alias_map"),
                 )
         except (training.TrainingSetError, KeyError, ValueError) as exc:
             errors.print(f"[red]{exc}[/red]")

@@ -21,6 +21,17 @@ partitions it writes first count as known at their ends, as if timely runs had p
 write, declared or not, counts from its commit. `mode="latest"` ignores knowledge and reads the current
 snapshot; `known_at=K` reads what was known at the fixed time K for every row (still point in time on T).
 
+**Identity.** A view keyed by person (its entity's join key is the alias map's `person_id`) accepts entity
+rows keyed by any alias instead: columns `customer_id`, `device_id`, `anonymous_id` (any of them; per row
+the first non-null that resolves, in that order). Each row's person is its id's fact in the bitemporal
+alias map (`identity/alias_map.py`) *valid at T and known at T* (or known at `known_at`; the latest facts
+in `mode="latest"`), so a login after T never reaches the row, and a merge stitched after T neither. A row
+whose ids had no known fact at T gets a null `person_id` and null person features (serving would have
+found no alias either): that is every row before the first stitching run's commit, except under a declared
+historical load of the identity graph (the run tag `fs/historical_load=true` on its first run), whose facts
+count as known at the end of their valid day, as timely daily runs would have made them. The resolved
+`person_id` is added to the training set; the alias map's Delta version is recorded and pinned by `rebuild`.
+
 **Reproducible.** Every build records the Delta version of each table it read; `rebuild(manifest, ...)`
 reads exactly those versions (time travel) and their log up to them, so later data, backfills and
 corrections do not change it.
@@ -44,6 +55,9 @@ from deltalake import DeltaTable
 from feature_pipelines.catalog import Catalog
 from feature_pipelines.contract import mismatches
 from feature_pipelines.entity_keys import EntityKeyError, normalize_keys
+from feature_pipelines.identity.alias_map import PERSON_COLUMN, AliasMap
+from feature_pipelines.identity.edges import ANONYMOUS, CUSTOMER, DEVICE
+from feature_pipelines.offline import delta
 from feature_pipelines.offline.compute import partition_end
 from feature_pipelines.offline.history import FAR_FUTURE, HistoryError, read_history
 from feature_pipelines.spec import PARTITION_DATE, FeatureView
@@ -82,6 +96,8 @@ class Manifest:
     withheld: int = 0
     """Rows left out: their subject had no consent for the service's purpose at the row's time (as known
     then), has revoked it since, or was erased. A rebuild recomputes it: erasure wins over reproducibility."""
+    alias_map_table: str | None = None
+    alias_map_version: int | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -121,6 +137,8 @@ def build(
     plan: dict[str, list[str]] | None = None,
     known_at: datetime | None = None,
     privacy: PrivacyPolicy | None = None,
+    alias_map_uri: str | None = None,
+    alias_map_version: int | None = None,
 ) -> TrainingSet:
     """Features of `service` for each row of `entities`, point in time at `entities[timestamp_column]`.
 
@@ -128,7 +146,9 @@ def build(
     `plan` the features per view (a rebuild passes the manifest's), otherwise the service's current
     definition and the newest versions are used and recorded. `known_at` (timezone-aware) fixes the
     knowledge time for every row instead of each row's own time. With `privacy`, rows of subjects that may
-    not be used for the service's purpose are left out (`Manifest.withheld` counts them)."""
+    not be used for the service's purpose are left out (`Manifest.withheld` counts them). `alias_map_uri` (the identity graph's
+    `alias_map` table; `alias_map_version` pins it) resolves alias columns to `person_id` for person-keyed
+    views when the frame has no `person_id` (see the module docstring)."""
     if mode not in ("known", "latest"):
         raise TrainingSetError(f"mode must be 'known' or 'latest', got {mode!r}")
     if known_at is not None and (mode != "known" or known_at.tzinfo is None):
@@ -144,6 +164,26 @@ def build(
     if clashes:
         raise TrainingSetError(f"entity frame columns {sorted(clashes)} clash with feature names of {service!r}")
     left = _keyed(catalog, by_view, entities).with_columns(ts.alias("__ts")).with_row_index(_ROW)
+    persons_needed = any(catalog.entity_of(catalog.views[v]).join_key == PERSON_COLUMN for v in by_view)
+    resolved_from: list[str] = []
+    if persons_needed and PERSON_COLUMN not in entities.columns:
+        resolved_from = [c for c in ALIAS_ORDER if c in entities.columns]
+        if not resolved_from:
+            raise TrainingSetError(
+                f"entity frame has no {PERSON_COLUMN!r} column nor an alias column ({', '.join(ALIAS_ORDER)}), "
+                f"needed by the person-keyed view(s) of {service!r}"
+            )
+        if alias_map_uri is None or delta.table_version(alias_map_uri) is None:
+            raise TrainingSetError(
+                f"entity frame keys persons by {resolved_from}: resolving them needs the identity alias map "
+                f"(no table at {alias_map_uri}); run the identity graph first (`fstore identity build` or the "
+                "identity assets)"
+            )
+        if alias_map_version is None:
+            alias_map_version = delta.table_version(alias_map_uri)
+        left = left.with_columns(
+            _resolve_persons(left, resolved_from, alias_map_uri, alias_map_version, mode, known_at).alias(PERSON_COLUMN)
+        )
     manifest = Manifest(
         service=service,
         mode=mode,
@@ -152,13 +192,15 @@ def build(
         entities_sha256=_frame_hash(entities),
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         known_at=known_at.astimezone(UTC).isoformat() if known_at else None,
+        alias_map_table=alias_map_uri if resolved_from else None,
+        alias_map_version=alias_map_version if resolved_from else None,
     )
-    out = entities
+    out = entities.with_columns(left[PERSON_COLUMN]) if resolved_from else entities
     contract = catalog.contract(service) if plan is None else {}
     for view_name, features in by_view.items():
         view = catalog.views[view_name]
         key = catalog.entity_of(view).join_key
-        if key not in entities.columns:
+        if key not in left.columns:
             raise TrainingSetError(f"entity frame has no {key!r} column, needed by view {view_name!r}")
         uri = table_uri(view_name)
         version = (versions or {}).get(view_name)
@@ -260,7 +302,30 @@ def rebuild(
         plan={r.view: r.features for r in manifest.views},  # the features it had then, not the service now
         known_at=datetime.fromisoformat(manifest.known_at) if manifest.known_at else None,
         privacy=privacy,
+        alias_map_uri=manifest.alias_map_table,
+        alias_map_version=manifest.alias_map_version,
     )
+
+
+ALIAS_ORDER = (CUSTOMER, DEVICE, ANONYMOUS)
+"""Alias columns a person-keyed entity frame may carry, in the order a row's person is taken from: a
+customer id is the strongest evidence, an anonymous cookie the weakest."""
+
+
+def _resolve_persons(
+    rows: pl.DataFrame, columns: list[str], uri: str, version: int | None, mode: Mode, known_at: datetime | None
+) -> pl.Series:
+    """Each row's person from its alias columns, valid at the row's time and known at it (or at `known_at`;
+    latest knowledge in mode "latest"); null when no column resolves."""
+    amap = AliasMap(delta.scan(uri, version).collect())
+    known: str | datetime | None = known_at if known_at is not None else ("__ts" if mode == "known" else FAR_FUTURE)
+    frame = rows.select("__ts", *columns)
+    person: pl.Series | None = None
+    for column in columns:
+        found = amap.resolve(frame, identifier_type=column, column=column, at="__ts", known_at=known)[PERSON_COLUMN]
+        person = found if person is None else person.fill_null(found)
+    assert person is not None
+    return person.alias(PERSON_COLUMN)
 
 
 def _keyed(catalog: Catalog, by_view: dict[str, list[str]], entities: pl.DataFrame) -> pl.DataFrame:

@@ -30,6 +30,8 @@ ALIAS_SCHEMA = {
     "known_to": pl.Datetime("us", "UTC"),
 }
 KEY = ["identifier_type", "identifier", "person_id", "valid_from"]
+PERSON_COLUMN = "person_id"
+"""The person id column: the join key of person-keyed views (entity `person` in feature_defs)."""
 
 
 def facts(persons: pl.DataFrame) -> pl.DataFrame:

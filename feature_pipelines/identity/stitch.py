@@ -20,12 +20,23 @@ from pathlib import Path
 
 import polars as pl
 
-from feature_pipelines.identity import alias_map, edges, graph
+from feature_pipelines.identity import alias_map, edges, graph, probabilistic
 from feature_pipelines.offline import delta
 
 IDENTITY_SOURCE = "behaviour_events"
 """The catalog source on the identity input contract (docs/identity.md) that the Dagster assets stitch."""
-TABLES = ("identifiers", "links", "edges", "violations", "retractions", "persons", "alias_map", "days")
+TABLES = (
+    "identifiers",
+    "links",
+    "signals",
+    "edges",
+    "review",
+    "violations",
+    "retractions",
+    "persons",
+    "alias_map",
+    "days",
+)
 RETRACTION_SCHEMA = {
     "anonymous_id": pl.String(),
     "other_type": pl.String(),
@@ -46,6 +57,8 @@ PENDING, FOLDED = "pending", "folded"
 SCHEMAS = {
     "identifiers": edges.IDENTIFIER_SCHEMA,
     "links": edges.LINK_SCHEMA,
+    "signals": probabilistic.SIGNAL_SCHEMA,
+    "review": probabilistic.REVIEW_SCHEMA,
     "edges": {**edges.LINK_SCHEMA, "status": pl.String()},
     "violations": edges.VIOLATION_SCHEMA,
     "retractions": RETRACTION_SCHEMA,
@@ -53,7 +66,16 @@ SCHEMAS = {
     "alias_map": alias_map.ALIAS_SCHEMA,
     "days": DAY_SCHEMA,
 }
-DIGEST_COLUMNS = ("event_id", "event_time", "anonymous_id", "device_id", "customer_id")
+DIGEST_COLUMNS = (
+    "event_id",
+    "event_time",
+    "anonymous_id",
+    "device_id",
+    "customer_id",
+    "network_id",
+    "device_type",
+    "locale",
+)
 
 
 class IdentityError(ValueError):
@@ -95,9 +117,15 @@ class Run:
 class IdentityStore:
     """The identity tables of one lake."""
 
-    def __init__(self, lake_dir: Path | str, guardrails: edges.Guardrails | None = None) -> None:
+    def __init__(
+        self,
+        lake_dir: Path | str,
+        guardrails: edges.Guardrails | None = None,
+        scoring: probabilistic.Scoring | None = None,
+    ) -> None:
         self.root = Path(lake_dir) / "identity"
         self.guardrails = guardrails or edges.Guardrails()
+        self.scoring = scoring or probabilistic.Scoring()
 
     def uri(self, table: str) -> str:
         return str((self.root / table).resolve())
@@ -126,7 +154,8 @@ class IdentityStore:
         ev = events.lazy()
         ids = edges.identifiers(ev).collect().sort("identifier_type", "identifier")
         lk = edges.links(ev).collect().sort("anonymous_id", "other_type", "other")
-        return self._plan(ids, lk, None, _count(ev), now, historical)
+        sig = probabilistic.signals(ev).collect().sort("anonymous_id", "fingerprint")
+        return self._plan(ids, lk, sig, None, _count(ev), now, historical)
 
     def update(self, events: pl.LazyFrame | pl.DataFrame, now: datetime | None = None) -> RunSummary:
         """Fold new events (a day) into the graph, recomputing only the persons they touch."""
@@ -140,12 +169,13 @@ class IdentityStore:
         day_links = edges.links(ev).collect()
         ids = edges.merge_identifiers(self.read("identifiers"), day_ids)
         lk = edges.merge_links(self.read("links"), day_links)
+        sig = probabilistic.merge_signals(self.read("signals"), probabilistic.signals(ev).collect())
         touched = day_ids.select("identifier_type", "identifier")
-        return self._plan(ids, lk, touched, _count(ev), now, historical)
+        return self._plan(ids, lk, sig, touched, _count(ev), now, historical)
 
     def split(self, a: str, b: str, now: datetime | None = None) -> RunSummary:
         """Retract the edge between ids `a` and `b` (`type:value` or a value): un-merge their person."""
-        links = self.read("links")
+        links = self.read("edges")
         ia, ib = self.find(a), self.find(b)
         pair = [(x, y) for x, y in ((ia, ib), (ib, ia)) if x[0] == edges.ANONYMOUS]
         hit = pl.DataFrame()
@@ -175,7 +205,8 @@ class IdentityStore:
         )
         self.write("retractions", retractions, {"identity_run": "split"})
         touched = pl.DataFrame({"identifier_type": [ia[0], ib[0]], "identifier": [ia[1], ib[1]]})
-        return self.commit(self._plan(self.read("identifiers"), links, touched, 0, when, False))
+        plan = self._plan(self.read("identifiers"), self.read("links"), self.read("signals"), touched, 0, when, False)
+        return self.commit(plan)
 
     def find(self, ref: str) -> tuple[str, str]:
         """(identifier_type, identifier) of `type:value` or of a bare value known to the graph."""
@@ -255,6 +286,7 @@ class IdentityStore:
         self,
         ids: pl.DataFrame,
         lk: pl.DataFrame,
+        sig: pl.DataFrame,
         touched: pl.DataFrame | None,
         n_events: int,
         now: datetime | None,
@@ -264,6 +296,17 @@ class IdentityStore:
         g = self.guardrails
         retractions = self.read("retractions")
         judged, violations = edges.judge(lk, g, retractions)
+        scored, review = probabilistic.score(sig, judged, self.scoring, g)
+        if retractions.height:
+            scored = scored.join(
+                retractions.select("anonymous_id", "other_type", "other", pl.lit(True).alias("_r")),
+                on=["anonymous_id", "other_type", "other"],
+                how="left",
+            ).select(
+                *edges.LINK_SCHEMA.keys(),
+                pl.when(pl.col("_r").fill_null(False)).then(pl.lit("retracted")).otherwise("status").alias("status"),
+            )
+        judged = pl.concat([judged, scored]).sort("anonymous_id", "other_type", "other")
         usable = ids.filter(~g.blocked("identifier"))
         previous = self.read("persons")
         if touched is None or previous.height == 0:
@@ -328,13 +371,15 @@ class IdentityStore:
         tables = {
             "identifiers": ids,
             "links": lk,
+            "signals": sig,
             "edges": judged,
+            "review": review,
             "violations": violations,
             "persons": persons,
             "alias_map": new_map,
         }
         closed = new_map.filter(pl.col("known_to") == now).height
-        opened = new_map.filter(pl.col("known_from") == now).height
+        opened = new_map.height - old_map.height  # facts are only ever added (a historical load dates them)
         statuses = judged.group_by("status").len()
         summary = RunSummary(
             known_at=now,

@@ -7,6 +7,7 @@ import polars as pl
 
 from feature_pipelines import training
 from feature_pipelines.catalog import Catalog
+from feature_pipelines.identity.stitch import IdentityStore
 from feature_pipelines.orchestration.asset_keys import feature_key, training_set_key
 from feature_pipelines.orchestration.resources import FeatureStoreResource
 from feature_pipelines.privacy.policy import PrivacyPolicy
@@ -35,6 +36,7 @@ def build_training_set_asset(spec: TrainingSetSpec, catalog: Catalog) -> dg.Asse
             timestamp_column=spec.timestamp_column,
             mode=spec.mode,
             privacy=PrivacyPolicy(catalog, store.settings),
+            alias_map_uri=IdentityStore(store.settings.lake_dir).uri("alias_map"),
         )
         out = Path(store.lake_dir) / "training_sets" / spec.name / f"{context.run.run_id}.parquet"
         manifest = result.write(out)

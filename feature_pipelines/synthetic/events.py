@@ -6,7 +6,8 @@ purchases. Nothing it writes is real; `feature_defs/data/README.md` says so too.
 
 What the generated world holds (all counts drawn from `numpy.random.default_rng(seed)`):
 - customers: the real ones (or, with `customers=N` beyond the real count, clones of them with their own
-  ids and times shifted by up to two days, keeping a random share of the template's invoices);
+  ids and times shifted by up to two days, keeping a random share of the template's invoices but at least
+  one per device, so stitching sees the same login coverage at 1M persons as on the real customers);
 - devices: 1-3 per customer (desktop browsers have no device id; phone and tablet apps do), a cookie
   reset now and then (a second anonymous id on the same device), household tablets shared by two
   customers (one browser cookie for both), a few public kiosks that clear cookies after every session;
@@ -297,9 +298,15 @@ def _customer_sessions(
         anchors.invoices.rename({"customer_id": "template"}), on="template", how="inner", maintain_order="left"
     ).sort("p", "invoice_time", "invoice_no")
     u = rng.random(purchases.height)
+    # A clone keeps a share of its template's invoices, but at least one per device (or all it has): the
+    # purchases go round the devices, so every device sees a login at any scale, as with the real customers.
     purchases = (
         purchases.with_columns(pl.Series("u", u))
-        .filter(~pl.col("clone") | (pl.col("u") < w.clone_keep) | (pl.col("u") == pl.col("u").min().over("p")))
+        .join(pl.DataFrame({"p": first + np.arange(n), "n_dev": n_dev}), on="p", maintain_order="left")
+        .filter(
+            ~pl.col("clone") | (pl.col("u") < w.clone_keep) | (pl.col("u").rank("ordinal").over("p") <= pl.col("n_dev"))
+        )
+        .drop("n_dev")
         .with_columns(
             (pl.col("invoice_time") + pl.duration(minutes=pl.col("shift")))
             .clip(anchors.start + timedelta(hours=1), anchors.end)
@@ -321,7 +328,7 @@ def _customer_sessions(
     # Which device: purchases go round the customer's devices (so each device sees a login), browsing is
     # random; a few sessions on a kiosk, household members sometimes on the shared tablet.
     s = s.join(pl.DataFrame({"p": first + np.arange(n), "n_dev": n_dev}), on="p", maintain_order="left")
-    rank = s.select(pl.int_range(pl.len()).over("p")).to_series().to_numpy()
+    rank = s.select(pl.int_range(pl.len()).over("p", "kind")).to_series().to_numpy()  # k-th purchase: device k
     dev = np.where(s["kind"].to_numpy() == "purchase", rank, rng.integers(0, 3, m)) % s["n_dev"].to_numpy()
     s = s.with_columns(pl.Series("dev", dev)).join(devices, on=["p", "dev"], how="left", maintain_order="left")
     offset = (s["end"].dt.epoch("us").to_numpy() - int(anchors.start.timestamp() * 1e6)) / 1e6
