@@ -10,6 +10,7 @@ customer = Entity(
     join_key="customer_id",
     dtype=pl.Int64,
     description="A shop customer (UCI Online Retail CustomerID); lines without one are anonymous.",
+    personal=True,  # a customer is a person: consent and erasure act on these ids
     min=1,  # positive ids: a negative or zero id is a broken export, not a new customer
 )
 

@@ -11,6 +11,7 @@ ranking_model_v1 = FeatureService(
         "item_popularity:*",
     ),
     owner="team:personalization",
+    purpose="personalization",
     description="Ranks candidate items for a customer: the customer's behaviour and context, the item's pull.",
 )
 

@@ -108,6 +108,7 @@ user_purchase_behavior = FeatureView(
     online=True,
     online_ttl=timedelta(days=3),
     offline_lookback=timedelta(days=2),
+    purposes=("personalization", "analytics"),
 )
 
 
@@ -203,4 +204,5 @@ user_context = FeatureView(
     online=True,
     online_ttl=timedelta(days=7),
     offline_lookback=timedelta(days=7),
+    purposes=("personalization",),
 )

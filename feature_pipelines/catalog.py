@@ -34,6 +34,7 @@ from feature_pipelines.spec import (
     Entity,
     FeatureService,
     FeatureView,
+    Purpose,
     TrainingSetSpec,
     WindowContext,
     output_schema,
@@ -42,7 +43,7 @@ from feature_pipelines.spec import (
     versioned_name,
 )
 
-SPEC_TYPES = (Entity, BatchSource, FeatureView, FeatureService, TrainingSetSpec)
+SPEC_TYPES = (Entity, BatchSource, FeatureView, FeatureService, TrainingSetSpec, Purpose)
 LOCK_FILE = "services.lock.json"
 """Beside the catalog's modules: per feature service, the view versions and dtypes its model consumes."""
 
@@ -81,6 +82,7 @@ class Catalog:
     views: dict[str, FeatureView] = field(default_factory=dict)
     services: dict[str, FeatureService] = field(default_factory=dict)
     training_sets: dict[str, TrainingSetSpec] = field(default_factory=dict)
+    purposes: dict[str, Purpose] = field(default_factory=dict)
     base_dir: Path = Path(".")
     locks: dict[str, dict[str, LockedView]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
@@ -315,6 +317,7 @@ def _collect(modules: list[ModuleType], catalog: Catalog, problems: list[str]) -
         FeatureView: catalog.views,
         FeatureService: catalog.services,
         TrainingSetSpec: catalog.training_sets,
+        Purpose: catalog.purposes,
     }
     seen: dict[str, object] = {}
     for module in modules:
@@ -322,7 +325,8 @@ def _collect(modules: list[ModuleType], catalog: Catalog, problems: list[str]) -
             if not isinstance(obj, SPEC_TYPES):
                 continue
             name = obj.deployed_name if isinstance(obj, FeatureView) else obj.name
-            other = seen.get(name)
+            seen_as = f"purpose:{name}" if isinstance(obj, Purpose) else name  # purposes have their own names
+            other = seen.get(seen_as)
             if other is obj:
                 continue  # the same object re-exported by another module
             if other is not None:
@@ -331,7 +335,7 @@ def _collect(modules: list[ModuleType], catalog: Catalog, problems: list[str]) -
                     f"{type(other).__name__} at {other.defined_at}"  # type: ignore[attr-defined]
                 )
                 continue
-            seen[name] = obj
+            seen[seen_as] = obj
             buckets[type(obj)][name] = obj  # type: ignore[index]
 
 
@@ -349,14 +353,16 @@ def validate(catalog: Catalog) -> list[str]:
         problems.extend(_validate_entity_keys(f"{entity.defined_at}: Entity {entity.name!r}", entity))
     for view in catalog.views.values():
         problems.extend(_validate_view(view, catalog))
+        problems.extend(_validate_view_purposes(view, catalog))
     warnings: list[str] = []
     for service in catalog.services.values():
         where = f"{service.defined_at}: FeatureService {service.name!r}"
         problems.extend(_validate_owner(where, service.owner))
         if not service.description.strip():
             problems.append(f"{where}: missing description")
-        _, found, warned = resolve(service, catalog, catalog.locks.get(service.name, {}))
+        refs, found, warned = resolve(service, catalog, catalog.locks.get(service.name, {}))
         problems.extend(found)
+        problems.extend(_validate_service_purpose(where, service, refs, catalog))
         warnings.extend(warned)
     catalog.warnings = warnings
     for ts in catalog.training_sets.values():
@@ -367,6 +373,43 @@ def validate(catalog: Catalog) -> list[str]:
         if not Path(ts.resolve_labels(catalog.base_dir)).exists():
             problems.append(f"{where}: label table {ts.resolve_labels(catalog.base_dir)} does not exist")
     return problems
+
+
+def _validate_view_purposes(view: FeatureView, catalog: Catalog) -> list[str]:
+    """Purposes are declared `Purpose`s; a view of people's data says what it is for."""
+    where = f"{view.defined_at}: FeatureView {view.deployed_name!r}"
+    problems = []
+    if isinstance(view.purposes, str):
+        return [f"{where}: purposes must be a tuple of purpose names, got the string {view.purposes!r}"]
+    for name in view.purposes:
+        if name not in catalog.purposes:
+            problems.append(f"{where}: unknown purpose {name!r}; declared purposes: {sorted(catalog.purposes)}")
+    entity = catalog.entities.get(view.entity_name)
+    if entity is not None and entity.personal and not view.purposes:
+        problems.append(
+            f"{where}: its entity {entity.name!r} is personal: declare the purposes its rows serve "
+            f"(FeatureView(purposes=(...)), one of {sorted(catalog.purposes)}), consent is checked against them"
+        )
+    return problems
+
+
+def _validate_service_purpose(
+    where: str, service: FeatureService, refs: list[FeatureRef], catalog: Catalog
+) -> list[str]:
+    """A model serves one declared purpose, and may only consume views declared for it."""
+    if service.purpose is None:
+        personal = sorted({r.view.deployed_name for r in refs if catalog.entity_of(r.view).personal})
+        if personal:
+            return [f"{where}: consumes views of personal entities ({', '.join(personal)}): declare its purpose"]
+        return []
+    if service.purpose not in catalog.purposes:
+        return [f"{where}: unknown purpose {service.purpose!r}; declared purposes: {sorted(catalog.purposes)}"]
+    outside = sorted({r.view.deployed_name for r in refs if r.view.purposes and service.purpose not in r.view.purposes})
+    return [
+        f"{where}: purpose {service.purpose!r} is not among the purposes of view {v!r} "
+        f"({', '.join(catalog.views[v].purposes)}); add it there or consume another view"
+        for v in outside
+    ]
 
 
 def _validate_source_contracts(where: str, source: BatchSource, catalog: Catalog) -> list[str]:

@@ -240,6 +240,8 @@ def ingest(
         raise typer.Exit(2)
     spec = catalog.sources[source]
     settings = Settings()
+    from feature_pipelines.privacy.policy import PrivacyPolicy
+
     run_id = f"fstore-ingest-{uuid.uuid4().hex[:12]}"
     try:
         days = [date.fromisoformat(d) if d else None for d in (first, last)]
@@ -259,6 +261,7 @@ def ingest(
             run_id=run_id,
             allow_shrink=allow_shrink,
             commit_metadata={"ingested_by": "fstore ingest", "run_id": run_id},
+            exclude=PrivacyPolicy(catalog, settings).without_erased,
         )
     except ingesting.SourceError as exc:
         errors.print(f"[red]ingest failed, nothing was committed:\n{escape(str(exc))}[/red]")
@@ -456,9 +459,12 @@ def training_set(
             progress.update(task, description=f"{service}: {what}", advance=0)
             progress.advance(task)
 
+        from feature_pipelines.privacy.policy import PrivacyPolicy
+
+        privacy = PrivacyPolicy(catalog, Settings())
         try:
             if manifest is not None:
-                result = training.rebuild(catalog, recorded, frame, progress=step)
+                result = training.rebuild(catalog, recorded, frame, progress=step, privacy=privacy)
             else:
                 result = training.build(
                     catalog,
@@ -468,12 +474,18 @@ def training_set(
                     timestamp_column=timestamp_column,
                     mode="latest" if latest else "known",
                     progress=step,
+                    privacy=privacy,
                 )
         except (training.TrainingSetError, KeyError, ValueError) as exc:
             errors.print(f"[red]{exc}[/red]")
             raise typer.Exit(1) from exc
     manifest_path = result.write(output)
     console.print(f"{result.frame.height:,} rows x {result.frame.width} columns -> {output} (manifest {manifest_path})")
+    if result.manifest.withheld:
+        console.print(
+            f"{result.manifest.withheld:,} rows withheld: their subjects lack consent for the service's purpose "
+            "(at the row's time as known then, or now), or were erased"
+        )
 
 
 @app.command("catalog")
@@ -634,14 +646,23 @@ def rollback(
     While pinned, pushes write and verify their versions but do not promote them (`fstore status` shows it):
     end it with `fstore unpin VIEW`, or `fstore promote VIEW VERSION --unpin`."""
     from feature_pipelines.online.errors import OnlineStoreError
-    from feature_pipelines.publish import version_aliases, version_ids
+    from feature_pipelines.privacy.audit import AuditLog
+    from feature_pipelines.privacy.policy import OnlineGuard, PrivacyPolicy
+    from feature_pipelines.publish import guarded_aliases, guarded_ids
     from feature_pipelines.settings import Settings
 
     catalog = _catalog()
     _view_or_exit(catalog, view)
-    store = _store(catalog, Settings())
+    settings = Settings()
+    store = _store(catalog, settings)
+    # Subjects revoked or erased since the target was written: their keys are gone on purpose.
+    guard = OnlineGuard(PrivacyPolicy(catalog, settings), store)
+    ids_of, aliases_of = guarded_ids(guard), guarded_aliases(guard)
     try:
-        done = store.rollback(view, to, ids_of=version_ids, aliases_of=version_aliases, by=_user(), reason=reason)
+        done = store.rollback(view, to, ids_of=ids_of, aliases_of=aliases_of, by=_user(), reason=reason)
+        AuditLog(settings.privacy_table("audit")).append(
+            "rollback", by=_user(), reason=reason, target=view, details={"to": done.version, "from": done.previous}
+        )
     except OnlineStoreError as exc:
         hint = f"\n{FIRST_RUN}" if not store.versions(view) else ""
         errors.print(f"[red]{escape(str(exc))}[/red]{hint}")
@@ -675,15 +696,19 @@ def promote(
 ) -> None:
     """Serve a written version on purpose (never an older partition than the serving one; that is rollback)."""
     from feature_pipelines.online.errors import OnlineStoreError
-    from feature_pipelines.publish import version_aliases, version_ids
+    from feature_pipelines.privacy.policy import OnlineGuard, PrivacyPolicy
+    from feature_pipelines.publish import guarded_aliases, guarded_ids
     from feature_pipelines.settings import Settings
 
     catalog = _catalog()
     _view_or_exit(catalog, view)
-    store = _store(catalog, Settings())
+    settings = Settings()
+    store = _store(catalog, settings)
+    guard = OnlineGuard(PrivacyPolicy(catalog, settings), store)
+    ids_of, aliases_of = guarded_ids(guard), guarded_aliases(guard)
     try:
         done = store.promote_version(
-            view, version, ids_of=version_ids, aliases_of=version_aliases, unpin=unpin_, by=_user(), reason=reason
+            view, version, ids_of=ids_of, aliases_of=aliases_of, unpin=unpin_, by=_user(), reason=reason
         )
     except OnlineStoreError as exc:
         errors.print(f"[red]{exc}[/red]")
@@ -716,6 +741,201 @@ def gc(view: Annotated[str | None, typer.Argument(help="online feature view; def
         left = "; left: " + ", ".join(f"{v} ({why})" for v, why in pruned.skipped.items()) if pruned.skipped else ""
         console.print(f"{name}: removed {removed}; kept {sorted(pruned.kept)}{left}")
     raise typer.Exit(1 if failed else 0)
+
+
+consent_app = typer.Typer(help="Consent of data subjects to purposes: grant, revoke, show, sync.", no_args_is_help=True)
+app.add_typer(consent_app, name="consent")
+
+SubjectArg = Annotated[str, typer.Argument(help="the subject's id (e.g. a customer id)")]
+PurposeOpt = Annotated[str, typer.Option("--purpose", "-p", help="a declared purpose, e.g. personalization")]
+EntityOpt = Annotated[str | None, typer.Option(help="the subject's entity; default: the only personal one")]
+ReasonOpt = Annotated[str, typer.Option(help="why, for the audit log")]
+
+
+def _consent(subject: str, purpose: str, entity: str | None, reason: str, at: str | None, granted: bool) -> None:
+    from feature_pipelines.privacy.consent import ConsentError
+    from feature_pipelines.privacy.consent_change import change_consent
+    from feature_pipelines.settings import Settings
+
+    catalog = _catalog()
+    settings = Settings()
+    when = datetime.fromisoformat(at).astimezone(UTC) if at else None
+    try:
+        done = change_consent(
+            catalog,
+            settings,
+            _store(catalog, settings),
+            subject,
+            purpose,
+            granted=granted,
+            entity=entity,
+            event_time=when,
+            by=_user(),
+            reason=reason,
+        )
+    except ConsentError as exc:
+        errors.print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(2) from exc
+    verb = "granted" if granted else "revoked"
+    denied = "" if done.deny_entry is None else f"; denied online for {done.deny_entry}"
+    console.print(
+        f"{done.entity} {done.subject}: {purpose} {verb}; {done.keys_removed} online keys removed{denied} "
+        f"({done.seconds * 1000:.0f} ms)"
+    )
+
+
+@consent_app.command("grant")
+def consent_grant(
+    subject: SubjectArg,
+    purpose: PurposeOpt,
+    entity: EntityOpt = None,
+    reason: ReasonOpt = "",
+    at: Annotated[str | None, typer.Option(help="when it was given (ISO time); default now")] = None,
+) -> None:
+    """Record that SUBJECT consents to --purpose; their rows come back with the next push."""
+    _consent(subject, purpose, entity, reason, at, True)
+
+
+@consent_app.command("revoke")
+def consent_revoke(
+    subject: SubjectArg,
+    purpose: PurposeOpt,
+    entity: EntityOpt = None,
+    reason: ReasonOpt = "",
+    at: Annotated[str | None, typer.Option(help="when it was withdrawn (ISO time); default now")] = None,
+) -> None:
+    """Record that SUBJECT withdraws consent to --purpose; their keys leave Redis in the same step, and no
+    compute, push, rollback or training set uses them for it again."""
+    _consent(subject, purpose, entity, reason, at, False)
+
+
+@consent_app.command("show")
+def consent_show(subject: SubjectArg, entity: EntityOpt = None) -> None:
+    """SUBJECT's consent events and their state now, per purpose."""
+    from feature_pipelines.privacy.consent import ConsentError
+    from feature_pipelines.privacy.consent_change import personal_entity
+    from feature_pipelines.privacy.policy import PrivacyPolicy
+    from feature_pipelines.settings import Settings
+
+    catalog = _catalog()
+    try:
+        name = personal_entity(catalog, entity)
+    except ConsentError as exc:
+        errors.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    policy = PrivacyPolicy(catalog, Settings())
+    import polars as pl
+
+    events = policy.consent.events(name).filter(pl.col("subject") == subject).sort("event_time", "known_time")
+    table = Table("purpose", "now", "default", box=box.SIMPLE)
+    for purpose in sorted(catalog.purposes):
+        ok = policy.permitted(name, pl.Series([subject]), [purpose])[0]
+        table.add_row(
+            purpose, "consents" if ok else "denied", "opt-in" if catalog.purposes[purpose].opt_in else "opt-out"
+        )
+    console.print(table)
+    if policy.erased(name, pl.Series([subject]))[0]:
+        console.print(f"{name} {subject} is erased")
+    for row in events.iter_rows(named=True):
+        verb = "granted" if row["granted"] else "revoked"
+        console.print(
+            f"{row['event_time']:%Y-%m-%d %H:%M} {row['purpose']} {verb} (known {row['known_time']:%Y-%m-%d %H:%M}, {row['origin']}, by {row['by']})"
+        )
+
+
+@consent_app.command("sync")
+def consent_sync() -> None:
+    """Rebuild the Redis deny hashes from the consent ledger and tombstones (e.g. after Redis lost them)."""
+    from feature_pipelines.privacy.consent_change import sync_deny
+    from feature_pipelines.settings import Settings
+
+    catalog = _catalog()
+    settings = Settings()
+    for entity, n in sync_deny(catalog, settings, _store(catalog, settings)).items():
+        console.print(f"{entity}: {n} subjects denied")
+
+
+@app.command()
+def audit(
+    action: Annotated[str | None, typer.Option(help="only this action (consent_revoke, erase, acl_apply...)")] = None,
+    since: Annotated[str | None, typer.Option(help="only records from this ISO time on")] = None,
+    subject: Annotated[
+        str | None, typer.Option(help="only records about this subject id (matched by its hash)")
+    ] = None,
+    entity: EntityOpt = None,
+) -> None:
+    """The audit log: consent changes, erasures, purges, ACL applies, rollbacks; who, what, when, why."""
+    from feature_pipelines.privacy.audit import AuditLog
+    from feature_pipelines.privacy.consent_change import personal_entity
+    from feature_pipelines.settings import Settings
+
+    about = (personal_entity(_catalog(), entity), subject) if subject else None
+    when = datetime.fromisoformat(since).astimezone(UTC) if since else None
+    frame = AuditLog(Settings().privacy_table("audit")).read(action=action, since=when, subject=about)
+    table = Table("at", "by", "action", "subject", "target", "reason", "details", box=box.SIMPLE)
+    for row in frame.iter_rows(named=True):
+        table.add_row(
+            f"{row['at']:%Y-%m-%d %H:%M:%S}",
+            row["by"],
+            row["action"],
+            row["subject_digest"],
+            row["target"],
+            escape(row["reason"]),
+            escape(row["details"]),
+        )
+    console.print(table)
+    console.print(f"{frame.height} records")
+
+
+@app.command()
+def erase(
+    subject: SubjectArg,
+    entity: EntityOpt = None,
+    reason: ReasonOpt = "",
+) -> None:
+    """Erase SUBJECT: gone from serving at once (every view, version and namespace), deleted from every raw,
+    quarantine, feature and consent table, tombstoned so nothing writes it again; physically purged by
+    `fstore purge` within the declared purge window (FS_ERASURE_PURGE_DAYS)."""
+    from feature_pipelines.privacy.consent import ConsentError
+    from feature_pipelines.privacy.consent_change import personal_entity
+    from feature_pipelines.privacy.erasure import ErasureError
+    from feature_pipelines.privacy.erasure import erase as run_erase
+    from feature_pipelines.settings import Settings
+
+    catalog = _catalog()
+    settings = Settings()
+    try:
+        name = entity if entity in catalog.entities else personal_entity(catalog, entity)
+        done = run_erase(catalog, settings, _store(catalog, settings), subject, entity=name, by=_user(), reason=reason)
+    except (ConsentError, ErasureError) as exc:
+        errors.print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(2) from exc
+    console.print(
+        f"{done.entity} {done.subject} erased: {done.redis_keys_removed} online keys removed "
+        f"({done.online_seconds * 1000:.0f} ms); {done.rows_deleted} Delta rows deleted in "
+        f"{sum(1 for d in done.tables.values() if d.rows)} tables ({done.files_rewritten} files rewritten); "
+        f"physically purged within {settings.erasure_purge_days:g} days by `fstore purge`"
+    )
+
+
+@app.command()
+def purge(
+    keep_hours: Annotated[float, typer.Option(help="keep files replaced within this many hours (time travel)")] = 24.0,
+) -> None:
+    """VACUUM every lake table: files replaced by erasures and retention deletes more than --keep-hours ago
+    are removed for good. Run it daily (the Dagster schedule does)."""
+    from feature_pipelines.privacy.purge import overdue
+    from feature_pipelines.privacy.purge import purge as run_purge
+    from feature_pipelines.settings import Settings
+
+    catalog = _catalog()
+    settings = Settings()
+    for uri, n in run_purge(catalog, settings, keep_hours=keep_hours, by=_user()).items():
+        console.print(f"{uri}: {n} files removed")
+    late = overdue(catalog, settings)
+    if late.count:
+        errors.print(f"[red]{late.count} erasures are past their purge date (by entity: {late.by_entity})[/red]")
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

@@ -7,19 +7,36 @@ pass before a version serves.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import polars as pl
 
 from feature_pipelines.checks.roundtrip import RoundTrip, compare
 from feature_pipelines.offline import delta
 from feature_pipelines.online.client import OnlineClient
-from feature_pipelines.online.layout import NAMESPACES
-from feature_pipelines.online.store import ALIAS_COLUMNS, OnlineStore, Promotion, Pruned, VersionMeta, Written
+from feature_pipelines.online.layout import NAMESPACES, OnlineSchema
+from feature_pipelines.online.store import (
+    ALIAS_COLUMNS,
+    IdsOf,
+    OnlineStore,
+    Promotion,
+    Pruned,
+    VersionMeta,
+    Written,
+)
 from feature_pipelines.spec import PARTITION_DATE
 
 ID_BATCH = 100_000
+
+
+class SubjectGuard(Protocol):
+    """Consent and erasure at the online door (`privacy.policy.OnlineGuard`): which ids a version may hold."""
+
+    def keep(self, schema: OnlineSchema, ids: pl.Series) -> pl.Series: ...
+
+    def sweep(self, schema: OnlineSchema, version: int) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -32,6 +49,8 @@ class Published:
     pruned: Pruned | None
     warnings: tuple[str, ...] = ()
     retired_namespaces: list[str] = field(default_factory=list)
+    withheld: int = 0
+    """Rows of the partition not written: their subjects lack consent for the view's purposes, or are erased."""
 
 
 def version_ids(meta: VersionMeta) -> Iterator[pl.Series]:
@@ -82,6 +101,38 @@ def version_aliases(meta: VersionMeta) -> Iterator[pl.DataFrame]:
     yield partition_aliases(meta.aliases["table"], meta.aliases["delta_version"], persons).select(ALIAS_COLUMNS)
 
 
+def guarded_ids(guard: SubjectGuard | None) -> IdsOf:
+    """`version_ids` without the subjects the guard withholds now: what a rollback must find in Redis
+    (an erased or revoked subject's keys are gone on purpose)."""
+    if guard is None:
+        return version_ids
+
+    def ids_of(meta: VersionMeta) -> Iterator[pl.Series]:
+        for ids in version_ids(meta):
+            yield ids.filter(guard.keep(meta.schema, ids))
+
+    return ids_of
+
+
+def guarded_aliases(guard: SubjectGuard | None) -> Callable[[VersionMeta], Iterator[pl.DataFrame]]:
+    """`version_aliases` without the persons the guard withholds now (their alias keys are gone on purpose)."""
+    if guard is None:
+        return version_aliases
+
+    def aliases_of(meta: VersionMeta) -> Iterator[pl.DataFrame]:
+        for frame in version_aliases(meta):
+            yield frame.filter(guard.keep(meta.schema, frame["person_id"]))
+
+    return aliases_of
+
+
+def _guarded(batches: Iterable[pl.DataFrame], schema: OnlineSchema, guard: SubjectGuard, withheld: list[int]):
+    for batch in batches:
+        keep = guard.keep(schema, batch[schema.join_key])
+        withheld[0] += batch.height - int(keep.sum())
+        yield batch.filter(keep)
+
+
 def publish(
     store: OnlineStore,
     view: str,
@@ -92,14 +143,20 @@ def publish(
     definition_hash: str,
     sample: int,
     aliases: AliasSource | None = None,
+    guard: SubjectGuard | None = None,
 ) -> Published:
     """Push the Delta partition `partition` of `table` as a new version of `view`, verified before it serves.
 
     A person-keyed view given `aliases` also gets the alias keys of its persons, written after their
-    features and promoted with them, so a reader holding any of a person's ids reads that version."""
+    features and promoted with them, so a reader holding any of a person's ids reads that version.
+    With a `guard`, rows of subjects without consent for the view's purposes (or erased) are not written,
+    nor their aliases, and the round trip compares only the subjects it keeps."""
     schema = store.layout[view]
     version = delta.table_version(table)
     batches = delta.iter_partition(table, PARTITION_DATE, partition, [schema.join_key, *schema.features], version)
+    withheld = [0]
+    if guard is not None:
+        batches = _guarded(batches, schema, guard, withheld)
     alias_frames, alias_source = None, None
     if aliases is not None:
         alias_version = aliases.delta_version
@@ -109,6 +166,8 @@ def publish(
             delta.iter_partition(table, PARTITION_DATE, partition, [schema.join_key], version, batch_rows=ID_BATCH)
         )
         persons = pl.concat([b[schema.join_key] for b in id_batches]) if id_batches else pl.Series([], dtype=pl.String)
+        if guard is not None:
+            persons = persons.filter(guard.keep(schema, persons))
         alias_frames = [partition_aliases(aliases.table, alias_version, persons).select(ALIAS_COLUMNS)]
         alias_source = {"table": aliases.table, "delta_version": alias_version}
     written = store.write(
@@ -123,6 +182,8 @@ def publish(
         alias_source=alias_source,
     )
     try:
+        if guard is not None:
+            guard.sweep(schema, written.version)
         check = compare(
             OnlineClient(store.r, layout=store.layout),
             view,
@@ -133,6 +194,7 @@ def publish(
             version,
             partition,
             sample,
+            keep=(lambda ids: guard.keep(schema, ids)) if guard is not None else None,
         )
         promotion = store.promote(written) if check.passed else store.reject(written, check.describe())
     finally:
@@ -145,7 +207,8 @@ def publish(
             f"pruning old versions of {view!r} failed ({type(exc).__name__}: {exc}); they stay until the "
             "next push or `fstore gc`",
         )
-    return Published(written, check, promotion, pruned, warnings, retire_old_namespaces(store, view))
+    retired = retire_old_namespaces(store, view)
+    return Published(written, check, promotion, pruned, warnings, retired, withheld[0])
 
 
 def retire_old_namespaces(store: OnlineStore, view: str) -> list[str]:

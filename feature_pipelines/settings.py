@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     serving_timeout: float = 0.5
     serving_breaker_failures: int = 3
     serving_breaker_cooldown: float = 2.0
+    erasure_purge_days: float = 7.0
+    """Declared purge window: an erased subject's rows are physically gone (VACUUM) within this many days."""
 
     def raw_table(self, source: str) -> str:
         return str((self.lake_dir / "raw" / source).resolve())
@@ -38,6 +40,10 @@ class Settings(BaseSettings):
         import os
 
         return os.environ.get(f"FS_SOURCE_{source.upper()}_LOCATION") or None
+
+    def privacy_table(self, name: str) -> str:
+        """The privacy ledgers: `consent`, `tombstones`, `audit`."""
+        return str((self.lake_dir / "privacy" / name).resolve())
 
     def feature_table(self, view: str) -> str:
         return str((self.lake_dir / "features" / view).resolve())

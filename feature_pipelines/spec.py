@@ -67,6 +67,9 @@ class Entity:
         min, max: inclusive bounds of an integer key (e.g. min=1: ids are positive).
         non_key_pattern: values a source's key column may hold that are not entities (service codes such as
             POST): they pass ingest but are never keys of a training set or a serving read.
+
+    personal: its ids identify people (data subjects): consent (`Purpose`) and erasure (`fstore erase`)
+        act on them, and views of it must declare their purposes.
     """
 
     name: str
@@ -78,11 +81,32 @@ class Entity:
     min: int | None = None
     max: int | None = None
     non_key_pattern: str | None = None
+    personal: bool = False
     defined_at: str = field(default="", compare=False, repr=False)
 
     @property
     def polars_dtype(self) -> pl.DataType:
         return resolve_dtype(self.dtype)
+
+
+@dataclass(frozen=True, kw_only=True)
+@_located
+class Purpose:
+    """What personal data may be used for (personalization, analytics, ads): the unit of consent.
+
+    Views declare the purposes their rows serve, feature services the one purpose their model serves.
+    A subject (an id of a `personal` entity) is left out of a view unless they consent to every purpose it
+    declares, and out of a training set unless they consent to its service's purpose.
+
+    Attributes:
+        opt_in: consent must have been granted (no ledger event: no consent). False: consent holds until
+            revoked (a legitimate-interest purpose such as fraud prevention or service analytics).
+    """
+
+    name: str
+    description: str
+    opt_in: bool = False
+    defined_at: str = field(default="", compare=False, repr=False)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -387,6 +411,8 @@ class FeatureView:
 
     What the transformation receives is the source's raw columns, then `person_id` (identity) and each
     lookup's columns, in that order (`transformation_input_schema`).
+        purposes: names of the `Purpose`s its rows serve; required for views of a `personal` entity. A
+            subject without consent for every one of them is left out at compute, push, serve and train.
     """
 
     name: str
@@ -410,6 +436,7 @@ class FeatureView:
     freshness_sla: timedelta = timedelta(hours=12)
     identity: ThroughIdentity | None = None
     lookups: tuple[Lookup, ...] = ()
+    purposes: tuple[str, ...] = ()
     defined_at: str = field(default="", compare=False, repr=False)
 
     @property
@@ -459,7 +486,8 @@ class FeatureView:
         payload = {
             f.name: repr(getattr(self, f.name))
             for f in fields(self)
-            if f.name not in ("transformation", "prepare", "defined_at")
+            # Purposes decide whose rows are kept, not what a kept row's values are.
+            if f.name not in ("transformation", "prepare", "defined_at", "purposes")
             and not (f.name in ("identity", "lookups") and not getattr(self, f.name))
         }
         payload["code"] = self.code_hash()
@@ -474,12 +502,16 @@ class FeatureService:
     `"view@2:feature"` names a view version explicitly; otherwise the version is the one the service's lock
     (`feature_defs/services.lock.json`, written by `fstore lock`) records, else the newest in the catalog.
     The lock pins the view versions and dtypes a model consumes: the catalog refuses a change that breaks it,
-    and serving and training refuse a deployment that does not match it."""
+    and serving and training refuse a deployment that does not match it.
+
+    `purpose` names the `Purpose` the model serves; every view it consumes must declare it (required when
+    it consumes a view of a `personal` entity). Training sets leave out subjects without consent for it."""
 
     name: str
     features: tuple[str, ...]
     owner: str
     description: str
+    purpose: str | None = None
     defined_at: str = field(default="", compare=False, repr=False)
 
 

@@ -36,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import polars as pl
 from deltalake import DeltaTable
@@ -47,6 +47,9 @@ from feature_pipelines.entity_keys import EntityKeyError, normalize_keys
 from feature_pipelines.offline.compute import partition_end
 from feature_pipelines.offline.history import FAR_FUTURE, HistoryError, read_history
 from feature_pipelines.spec import PARTITION_DATE, FeatureView
+
+if TYPE_CHECKING:
+    from feature_pipelines.privacy.policy import PrivacyPolicy
 
 Mode = Literal["known", "latest"]
 _ROW = "__row"
@@ -76,6 +79,9 @@ class Manifest:
     created_at: str
     views: list[ViewRead] = field(default_factory=list)
     known_at: str | None = None
+    withheld: int = 0
+    """Rows left out: their subject had no consent for the service's purpose at the row's time (as known
+    then), has revoked it since, or was erased. A rebuild recomputes it: erasure wins over reproducibility."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -114,13 +120,15 @@ def build(
     progress: Callable[[str], None] | None = None,
     plan: dict[str, list[str]] | None = None,
     known_at: datetime | None = None,
+    privacy: PrivacyPolicy | None = None,
 ) -> TrainingSet:
     """Features of `service` for each row of `entities`, point in time at `entities[timestamp_column]`.
 
     `table_uri(view_name)` locates each view's Delta table; `versions` pins their Delta versions and
     `plan` the features per view (a rebuild passes the manifest's), otherwise the service's current
     definition and the newest versions are used and recorded. `known_at` (timezone-aware) fixes the
-    knowledge time for every row instead of each row's own time."""
+    knowledge time for every row instead of each row's own time. With `privacy`, rows of subjects that may
+    not be used for the service's purpose are left out (`Manifest.withheld` counts them)."""
     if mode not in ("known", "latest"):
         raise TrainingSetError(f"mode must be 'known' or 'latest', got {mode!r}")
     if known_at is not None and (mode != "known" or known_at.tzinfo is None):
@@ -186,11 +194,48 @@ def build(
                 features=features,
             )
         )
+    if privacy is not None:
+        keep = _consented(catalog, privacy, service, by_view, left, mode, known_at)
+        manifest.withheld = int((~keep).sum())
+        out = out.filter(keep)
+        if progress and manifest.withheld:
+            progress(f"{manifest.withheld} rows withheld (no consent for the service's purpose, or erased)")
     return TrainingSet(out, manifest)
 
 
+def _consented(
+    catalog: Catalog,
+    privacy: PrivacyPolicy,
+    service: str,
+    by_view: dict[str, list[str]],
+    left: pl.DataFrame,
+    mode: Mode,
+    known_at: datetime | None,
+) -> pl.Series:
+    """Rows whose subjects (of every personal entity the views are keyed by) had consent for the service's
+    purpose at the row's time as known then, still have it now, and are not erased."""
+    keep = pl.Series([True] * left.height, dtype=pl.Boolean)
+    purpose = catalog.services[service].purpose
+    entities = {catalog.entity_of(catalog.views[v]).name for v in by_view}
+    for name in sorted(entities):
+        entity = catalog.entities[name]
+        if not entity.personal:
+            continue
+        ids = left[entity.join_key]
+        purposes = [purpose] if purpose else []
+        known = None if mode == "latest" else (known_at or "row")
+        keep = (
+            keep & privacy.permitted(name, ids, purposes, left["__ts"], known) & privacy.permitted(name, ids, purposes)
+        )
+    return keep
+
+
 def rebuild(
-    catalog: Catalog, manifest: Manifest, entities: pl.DataFrame, progress: Callable[[str], None] | None = None
+    catalog: Catalog,
+    manifest: Manifest,
+    entities: pl.DataFrame,
+    progress: Callable[[str], None] | None = None,
+    privacy: PrivacyPolicy | None = None,
 ) -> TrainingSet:
     """The same training set again: same service, mode and Delta versions; refuses other entities."""
     if _frame_hash(entities) != manifest.entities_sha256:
@@ -214,6 +259,7 @@ def rebuild(
         progress=progress,
         plan={r.view: r.features for r in manifest.views},  # the features it had then, not the service now
         known_at=datetime.fromisoformat(manifest.known_at) if manifest.known_at else None,
+        privacy=privacy,
     )
 
 

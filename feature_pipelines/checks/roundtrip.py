@@ -7,6 +7,7 @@ entity and instant is a different question: see `consistency`.)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -42,10 +43,14 @@ def compare(
     delta_version: int | None,
     partition: str,
     sample: int,
+    keep: Callable[[pl.Series], pl.Series] | None = None,
 ) -> RoundTrip:
-    """Compare `sample` entities (a deterministic sample) of `version` with their Delta rows."""
+    """Compare `sample` entities (a deterministic sample) of `version` with their Delta rows; with `keep`,
+    only the entities it keeps (the push withheld the others: no consent, or erased)."""
     rows = scan(delta_table, delta_version).filter(pl.col(PARTITION_DATE) == partition)
     keys = rows.select(join_key).collect()[join_key]  # only the key column of the whole partition
+    if keep is not None:
+        keys = keys.filter(keep(keys))
     if keys.len() > sample:
         keys = keys.sample(n=sample, seed=version)
     frame = rows.filter(pl.col(join_key).is_in(keys.implode())).select(join_key, *features).collect()

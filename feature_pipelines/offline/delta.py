@@ -113,6 +113,7 @@ def overwrite_partitions(
     last: date | str,
     commit_metadata: dict[str, str] | None = None,
     historical_load: bool = False,
+    stats_columns: list[str] | None = None,
 ) -> Commit:
     """Replace the partitions `first..last` (inclusive) of `column` with `frame`, in one Delta commit.
 
@@ -120,7 +121,9 @@ def overwrite_partitions(
     New columns are merged into the table schema; a dropped column or a changed dtype raises
     `SchemaChangeError` and writes nothing.
     `historical_load` declares the commit part of the table's initial historical load: training counts
-    partitions it writes first as known at their ends instead of at the commit (see `training.py`)."""
+    partitions it writes first as known at their ends instead of at the commit (see `training.py`).
+    `stats_columns` limits the min/max statistics the log keeps to those columns (`delta.dataSkippingStatsColumns`):
+    ids of people stay out of the log, which outlives every DELETE."""
     commit_metadata = dict(commit_metadata or {})
     if historical_load:
         commit_metadata[HISTORICAL_LOAD] = "true"
@@ -131,6 +134,11 @@ def overwrite_partitions(
     change = schema_change(current, frame.schema) if current is not None else SchemaChange()
     if change.breaking:
         raise SchemaChangeError(uri, change)
+    configuration = {"delta.enableExpiredLogCleanup": "false"}
+    if stats_columns is not None:
+        configuration[STATS_COLUMNS] = ",".join(stats_columns)
+        if current is not None and table_properties(uri).get(STATS_COLUMNS) != configuration[STATS_COLUMNS]:
+            set_table_properties(uri, {STATS_COLUMNS: configuration[STATS_COLUMNS]})
     write_deltalake(
         uri,
         frame,
@@ -141,10 +149,13 @@ def overwrite_partitions(
         commit_properties=CommitProperties(custom_metadata=commit_metadata) if commit_metadata else None,
         # The log is the history training sets read "as of known time" and rebuild from: keep it. Dropping
         # old history is a retention decision, not a side effect of writing (any writer, not only ours).
-        configuration={"delta.enableExpiredLogCleanup": "false"},
+        configuration=configuration,
         post_commithook_properties=PostCommitHookProperties(cleanup_expired_logs=False),
     )
     return Commit(version=DeltaTable(uri).version(), rows=frame.height)
+
+
+STATS_COLUMNS = "delta.dataSkippingStatsColumns"
 
 
 def table_version(uri: str) -> int | None:
@@ -220,3 +231,73 @@ def overwrite_table(uri: str, frame: pl.DataFrame, commit_metadata: dict[str, st
         post_commithook_properties=PostCommitHookProperties(cleanup_expired_logs=False),
     )
     return Commit(version=DeltaTable(uri).version(), rows=frame.height)
+
+
+# Properties of every ledger table (consent, tombstones, audit): append-only history that training and
+# audits read as of a time, so the log is kept like the feature tables'.
+LEDGER_CONFIGURATION = {"delta.enableExpiredLogCleanup": "false", "delta.appendOnly": "true"}
+
+
+def append(uri: str, frame: pl.DataFrame, configuration: Mapping[str, str] | None = None) -> Commit:
+    """Append `frame` in one commit (creating the table with `configuration` if it does not exist)."""
+    write_deltalake(
+        uri,
+        frame,
+        mode="append",
+        configuration=dict(configuration) if configuration else None,
+        post_commithook_properties=PostCommitHookProperties(cleanup_expired_logs=False),
+    )
+    return Commit(version=DeltaTable(uri).version(), rows=frame.height)
+
+
+@dataclass(frozen=True)
+class Deleted:
+    """What a DELETE did: rows removed and data files rewritten (delta-rs rewrites, it writes no deletion
+    vectors), and the version it committed (None: nothing matched, nothing committed)."""
+
+    rows: int
+    files_rewritten: int
+    version: int | None
+
+
+def delete(uri: str, predicate: str, commit_metadata: dict[str, str] | None = None) -> Deleted:
+    """Delete the rows matching a SQL `predicate`; files holding none of them are not touched."""
+    if table_version(uri) is None:
+        return Deleted(0, 0, None)
+    table = DeltaTable(uri)
+    before = table.version()
+    metrics = table.delete(
+        predicate,
+        commit_properties=CommitProperties(custom_metadata=commit_metadata) if commit_metadata else None,
+        post_commithook_properties=PostCommitHookProperties(cleanup_expired_logs=False),
+    )
+    after = DeltaTable(uri).version()
+    return Deleted(
+        int(metrics.get("num_deleted_rows", 0) or 0),
+        int(metrics.get("num_removed_files", 0) or 0),
+        after if after != before else None,
+    )
+
+
+def vacuum(uri: str, retention_hours: float) -> list[str]:
+    """Remove for good the data files no version newer than `retention_hours` ago still reads (the files
+    a DELETE or an overwrite replaced). Returns the files removed. Time travel before that point breaks."""
+    if table_version(uri) is None:
+        return []
+    return DeltaTable(uri).vacuum(
+        retention_hours=max(int(retention_hours), 0),
+        dry_run=False,
+        enforce_retention_duration=False,
+        post_commithook_properties=PostCommitHookProperties(cleanup_expired_logs=False),
+    )
+
+
+def table_properties(uri: str) -> dict[str, str]:
+    """The table's configuration (`delta.*` properties); empty if there is no table."""
+    if table_version(uri) is None:
+        return {}
+    return dict(DeltaTable(uri).metadata().configuration)
+
+
+def set_table_properties(uri: str, properties: Mapping[str, str]) -> None:
+    DeltaTable(uri).alter.set_table_properties(dict(properties), raise_if_not_exists=False)

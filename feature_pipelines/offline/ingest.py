@@ -146,9 +146,13 @@ def ingest(
     commit_metadata: Mapping[str, str] | None = None,
     log: Callable[[str], None] | None = None,
     now: datetime | None = None,
+    exclude: Callable[[pl.DataFrame], pl.DataFrame] | None = None,
 ) -> IngestResult:
     """Gate `files`, check the guards, and replace the raw days `first..last` in one commit (without a range:
     the days the files hold inside the source's window).
+
+    `exclude` drops rows that may never be stored again (erased subjects: `PrivacyPolicy.without_erased`);
+    how many is recorded in the commit metadata (`erased_rows`).
 
     Raises `SourceError` (nothing committed) when a file is refused or a guard does not hold."""
     gated = [gate_file(source, entities, f, now=now) for f in files]
@@ -165,6 +169,10 @@ def ingest(
         first, last = first or span[0], last or span[1]
     outside = _outside(source, frame, first, last)
     rows = in_range(frame, first, last)
+    erased_rows = 0
+    if exclude is not None:
+        kept = exclude(rows)
+        erased_rows, rows = rows.height - kept.height, kept
     days = [d.isoformat() for d in pl.date_range(first, last, eager=True).to_list()]
     counts = dict(rows.group_by(EVENT_DATE).len().iter_rows())
     rows_by_day = {d: int(counts.get(d, 0)) for d in days}
@@ -195,13 +203,19 @@ def ingest(
         "rows_by_file": json.dumps({g.path: g.frame.height for g in gated}),
         "quarantined_rows": str(quarantined),
         "not_written": json.dumps({o.kind: o.count for o in outside}),
+        "erased_rows": str(erased_rows),
     }
     if allow_shrink:
         metadata["allow_shrink"] = "true"
         metadata["shrunk_days"] = json.dumps({d: {"before": a, "after": b} for d, (a, b) in shrunk.items()})
     if notes:
         metadata["notes"] = json.dumps(notes)
-    commit = delta.overwrite_partitions(raw_uri, rows, EVENT_DATE, first, last, commit_metadata=metadata)
+    # Ids of people stay out of the log's statistics (the log outlives every erasure's DELETE).
+    identifiers = {e.join_key for e in entities.values() if e.personal}
+    stats = [c for c in rows.columns if c not in identifiers]
+    commit = delta.overwrite_partitions(
+        raw_uri, rows, EVENT_DATE, first, last, commit_metadata=metadata, stats_columns=stats
+    )
     for g in gated:
         if g.quarantined is not None:
             quarantine.write(quarantine_uri, g.quarantined, sha256=hashes[g.path], run_id=run_id)

@@ -38,6 +38,8 @@ from feature_pipelines.online.layout import (
     OnlineLayout,
     OnlineSchema,
     ViewKeys,
+    deny_blocks,
+    deny_key,
 )
 from feature_pipelines.online.store import VersionMeta
 
@@ -174,6 +176,7 @@ class _Served:
     row: type[FeatureRow]
     plain: bool  # no value needs converting after msgpack (no timestamps, dates or vectors)
     ids: IdConverter
+    deny: str | None = None  # the entity's deny hash, for views of people (read with the data)
 
 
 @dataclass(frozen=True)
@@ -242,20 +245,31 @@ class OnlineClient:
         ids = self._entity_ids(view, ids)
         served = self._served.get(view)
         if served is not None and served.plain and not self._cluster:
-            # Fast path: one MGET with the version pointer first; valid unless the pointer moved.
+            # Fast path: one MGET with the version pointer first; valid unless the pointer moved. A view of
+            # people also reads its subjects' deny entries, in the same round trip.
             prefix = served.prefix
             key_ids = served.ids(ids)
             if None not in key_ids:
                 self.breaker.before(self.address)
                 try:
-                    values = self.r.execute_command("MGET", served.pointer, *[f"{prefix}{i}}}" for i in key_ids])
+                    mget = ("MGET", served.pointer, *[f"{prefix}{i}}}" for i in key_ids])
+                    if served.deny is None:
+                        values, denied = self.r.execute_command(*mget), None
+                    else:
+                        pipe = self.r.pipeline(transaction=False)
+                        pipe.execute_command(*mget)
+                        pipe.execute_command("HMGET", served.deny, *key_ids)
+                        values, denied = pipe.execute()
                 except _UNREACHABLE as exc:
                     raise self._unreachable(exc) from exc
                 except redis.ResponseError as exc:
                     raise self._refused(exc) from exc
                 self.breaker.success()
                 if values[0] == served.version_bytes:
-                    return _decode_plain(served, values[1:])
+                    data = values[1:]
+                    if denied is not None and any(denied):
+                        data = _withhold(data, denied, served.schema.purposes)
+                    return _decode_plain(served, data)
         return self._read([(view, list(ids), None)], len(ids))
 
     def get_by_alias(self, view_or_service: str, identifier_type: str, identifier: str | int) -> AliasRead:
@@ -496,14 +510,17 @@ class OnlineClient:
             served = [self._served.get(v) or self._refresh(v) for v, _, _ in reads]
             pointers = [s.pointer for s in served]
             keys = [k for s, (_, ids, _) in zip(served, reads, strict=True) for k in _data_keys(s, ids)]
+            queries = _deny_queries(reads, served)
             if self._cluster:
                 # Pointers after the data: if a pointer still names the version, it was not being deleted
                 # while its keys were read (a version being deleted never serves again).
                 values = self._mget(keys)
                 current = self._mget(pointers)
-            else:
-                both = self._mget(pointers + keys)
+                entries = [self._call(self.r.hmget, key, list(ids)) for key, ids in queries]
+            else:  # one round trip: the MGET and each personal entity's deny entries, pipelined
+                both, *entries = self._pipeline([("MGET", *pointers, *keys)] + [("HMGET", k, *i) for k, i in queries])
                 current, values = both[: len(pointers)], both[len(pointers) :]
+            values = _withhold_denied(reads, served, values, dict(zip(queries, entries, strict=True)))
             stale = [
                 v for (v, _, _), s, p in zip(reads, served, current, strict=True) if p is None or int(p) != s.version
             ]
@@ -512,6 +529,19 @@ class OnlineClient:
             for view in stale:
                 self._served.pop(view, None)
         raise OnlineStoreError("serving versions kept changing during the read; retry")
+
+    def _pipeline(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Commands in one round trip, behind the circuit breaker."""
+        if len(commands) == 1:
+            return [self._call(self.r.execute_command, *commands[0])]
+
+        def run() -> list[Any]:
+            pipe = self.r.pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command)
+            return pipe.execute()
+
+        return self._call(run)
 
     @staticmethod
     def _decode(reads, served: list[_Served], values: list[bytes | None], n: int) -> list[FeatureRow]:
@@ -578,7 +608,39 @@ def _served_from(meta: VersionMeta, keys: ViewKeys, fallback_key_dtype: str | No
         row=row_type(tuple(meta.schema.features)),
         plain=not any(converters),
         ids=_id_converter(meta.schema.view, meta.schema.key_dtype or fallback_key_dtype),
+        deny=deny_key(meta.schema.entity) if meta.schema.purposes is not None and meta.schema.entity else None,
     )
+
+
+def _deny_queries(reads, served: list[_Served]) -> list[tuple[str, tuple[Any, ...]]]:
+    """The distinct (deny hash, ids) reads a multi-view read needs: one per personal entity and id list."""
+    queries: dict[tuple[str, tuple[Any, ...]], None] = {}
+    for s, (_, ids, _) in zip(served, reads, strict=True):
+        if s.deny is not None:
+            key_ids = tuple(i for i in s.ids(ids) if i is not None)
+            if key_ids:
+                queries.setdefault((s.deny, key_ids), None)
+    return list(queries)
+
+
+def _withhold_denied(reads, served: list[_Served], values: list[bytes | None], entries) -> list[bytes | None]:
+    """Blank the values of subjects the deny hash blocks for a view's purposes (revoked or erased): a
+    push that raced a revocation, or a stale copy, is never served."""
+    if not entries:
+        return values
+    values = list(values)
+    pos = 0
+    for s, (_, ids, _) in zip(served, reads, strict=True):
+        key_ids = tuple(i for i in s.ids(ids) if i is not None)
+        n = len(key_ids)
+        if s.deny is not None and n:
+            values[pos : pos + n] = _withhold(values[pos : pos + n], entries[(s.deny, key_ids)], s.schema.purposes)
+        pos += n
+    return values
+
+
+def _withhold(values: list[bytes | None], entries: list[bytes | None], purposes) -> list[bytes | None]:
+    return [None if deny_blocks(e, purposes) else v for v, e in zip(values, entries, strict=True)]
 
 
 def _decode_plain(served: _Served, values: list[bytes | None]) -> list[FeatureRow]:

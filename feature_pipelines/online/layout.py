@@ -13,6 +13,8 @@
 
 Readers resolve an alias and read the person's features in one server-side step with the Redis Function
 `fs_get_by_alias` of library `fstore` (its source is `FUNCTION_LIBRARY` below; the store loads it).
+    fsp:deny:{<entity>}          hash: subject id -> JSON list of the purposes it may not be served for,
+                                 or "*" (erased: nothing, ever); read by every client, written by privacy
 
 `<ns>` is `fs` for public and internal views and `fss` for confidential and restricted ones, so Redis ACLs
 separate them by key pattern. Control keys are hash-tagged by view (a Redis Cluster keeps them in one slot,
@@ -37,6 +39,31 @@ NAMESPACES = ("fs", "fss")
 IDENTIFIER_TYPE = re.compile(r"[a-z][a-z0-9_]*\Z")
 """An identifier type as it appears in alias keys (`anonymous_id`, `device_id`, `customer_id`)."""
 SENSITIVE = ("confidential", "restricted")
+PRIVACY_NAMESPACE = "fsp"
+"""Privacy state every reader must see (the deny lists), apart from the features so ACLs can grant it alone."""
+ERASED = "*"
+"""The deny entry of an erased subject: denied for every purpose, whatever the ledger says later."""
+
+
+def deny_key(entity: str) -> str:
+    """The deny hash of an entity's subjects (one slot per entity: hash-tagged by its name)."""
+    return f"{PRIVACY_NAMESPACE}:deny:{{{entity}}}"
+
+
+def deny_blocks(entry: str | bytes | None, purposes: Iterable[str] | None) -> bool:
+    """Whether a deny-hash entry stops a view serving `purposes` from serving the subject (None purposes:
+    not a view of people, never blocked)."""
+    import json
+
+    if entry is None or purposes is None:
+        return False
+    text = entry.decode() if isinstance(entry, bytes) else entry
+    return text == ERASED or bool(set(json.loads(text)) & set(purposes))
+
+
+def deny_pattern() -> str:
+    """Every deny hash, as an ACL key pattern."""
+    return f"{PRIVACY_NAMESPACE}:deny:*"
 
 
 def namespace_for(sensitivity: str) -> str:
@@ -146,6 +173,11 @@ class OnlineSchema:
     ttl_seconds: int | None
     key_dtype: str | None = None
     """The join key's dtype (`Int64`, `String`...): how ids become key text. None in metadata written before it."""
+    entity: str | None = None
+    """The entity the view describes (None in metadata written before it was recorded)."""
+    purposes: list[str] | None = None
+    """Set for views of a personal entity: the purposes they serve. Readers check the entity's deny hash
+    (`deny_key`): a subject denied any of these purposes, or erased, is not served. None: nothing to check."""
 
     @property
     def keys(self) -> ViewKeys:
@@ -167,6 +199,8 @@ def online_schema(view: FeatureView, catalog: Catalog) -> OnlineSchema:
         dtypes=[str(f.polars_dtype) for f in view.features],
         ttl_seconds=ttl,
         key_dtype=str(catalog.entity_of(view).polars_dtype),
+        entity=view.entity_name,
+        purposes=list(view.purposes) if catalog.entity_of(view).personal else None,
     )
 
 

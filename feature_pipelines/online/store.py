@@ -36,9 +36,11 @@ from feature_pipelines.online.errors import OnlineStoreError
 from feature_pipelines.online.layout import (
     FUNCTION_LIBRARY,
     IDENTIFIER_TYPE,
+    NAMESPACES,
     OnlineLayout,
     OnlineSchema,
     ViewKeys,
+    deny_key,
 )
 from feature_pipelines.online.writer import writer_for
 
@@ -872,7 +874,10 @@ class OnlineStore:
                 f"view {view!r}: version {version} cannot serve again: the Delta partition it was written from "
                 f"({meta.delta_table} v{meta.delta_version}, {meta.partition}) is gone, so its keys cannot be checked"
             )
-        if alive < total or total != meta.rows:
+        # Views of people: a subject revoked or erased since the push is left out by `ids_of` (its keys
+        # are gone on purpose), so fewer ids than were written is expected; more never is.
+        shrunk = total < meta.rows and meta.schema.purposes is None
+        if alive < total or total > meta.rows or shrunk:
             ttl = meta.schema.ttl_seconds
             raise OnlineStoreError(
                 f"view {view!r}: version {version} cannot serve again: {total - alive} of {total} keys are gone "
@@ -993,6 +998,58 @@ class OnlineStore:
 
     def _raw_versions_of(self, keys: ViewKeys) -> dict[int, bytes]:
         return {int(k): v for k, v in self.r.hgetall(keys.versions).items()}
+
+    # -- privacy: deny hashes and subject removal ------------------------------------------------------
+    def set_deny(self, entity: str, subject: str, entry: str | None) -> None:
+        """Set (or clear, with None) a subject's entry in its entity's deny hash (`layout.deny_key`)."""
+        key = deny_key(entity)
+        if entry is None:
+            self.r.hdel(key, subject)
+        else:
+            self.r.hset(key, subject, entry)
+
+    def deny_entries(self, entity: str, subjects: list[str]) -> list[str | None]:
+        """Each subject's deny entry (None: not denied), read in chunks."""
+        out: list[str | None] = []
+        key = deny_key(entity)
+        for start in range(0, len(subjects), CHUNK * 10):
+            chunk = subjects[start : start + CHUNK * 10]
+            out += [v.decode() if v is not None else None for v in self.r.hmget(key, chunk)]
+        return out
+
+    def remove_subject(
+        self,
+        entity: str,
+        subject: Any,
+        purposes: set[str] | None = None,
+        identifiers: Iterable[tuple[str, str]] = (),
+    ) -> int:
+        """Unlink a subject's keys in every version (served, kept, being written) of every view of
+        `entity` in every namespace, limited to views serving one of `purposes` (None: all of them).
+        A person's `identifiers` ((type, identifier) pairs from the alias map) lose their alias keys too.
+        Keys are computed from each view's versions hash, never scanned; data keys share the subject's slot."""
+        views = [
+            s
+            for s in self.layout.values()
+            if s.entity == entity and (purposes is None or set(s.purposes or ()) & purposes)
+        ]
+        targets = [ViewKeys(ns, s.view) for s in views for ns in NAMESPACES]
+        pipe = self.r.pipeline(transaction=False)
+        for keys in targets:
+            pipe.hkeys(keys.versions)
+        listed = list(zip(targets, pipe.execute(), strict=True))
+        keys_to_unlink = [keys.data_key(int(v), subject) for keys, versions in listed for v in versions]
+        aliases = [
+            keys.alias_key(int(v), kind, identifier)
+            for kind, identifier in identifiers
+            for keys, versions in listed
+            for v in versions
+        ]
+        if not keys_to_unlink and not aliases:
+            return 0
+        if self.cluster or aliases:  # alias keys are tagged by identifier, not by the subject
+            return sum(self.r.unlink(k) for k in keys_to_unlink + aliases)
+        return self.r.unlink(*keys_to_unlink)  # one command: the keys share the subject's hash slot
 
     def erase_subject(self, view: str, entity_id: Any, identifiers: Iterable[tuple[str, str]] = ()) -> int:
         """Delete one subject's keys in every kept version of a view: keys are computed, not scanned.

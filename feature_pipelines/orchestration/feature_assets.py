@@ -24,6 +24,8 @@ from feature_pipelines.orchestration.feature_checks import (
 from feature_pipelines.orchestration.partitions import POLICY, RETRY, partitions_for, run_days
 from feature_pipelines.orchestration.resources import FeatureStoreResource
 from feature_pipelines.orchestration.table_metadata import table_schema
+from feature_pipelines.privacy import pii
+from feature_pipelines.privacy.policy import PrivacyPolicy
 from feature_pipelines.spec import EVENT_DATE, PARTITION_DATE, FeatureView
 
 HISTORICAL_LOAD_TAG = "fs/historical_load"
@@ -83,7 +85,18 @@ def build_feature_asset(view: FeatureView, catalog: Catalog) -> dg.AssetsDefinit
             raise dg.Failure(description=str(exc), allow_retries=False) from exc
         raw = delta.read_partitions(raw_uri, EVENT_DATE, raw_first, raw_last, raw_version)
         frame = compute_partitions(view, catalog, raw, days)
+        # Consent at each partition's instant, as known now, and erasures: left out before the gate.
+        consented = PrivacyPolicy(catalog, store.settings).filter_view_rows(view, frame)
+        frame = consented.frame
+        if consented.dropped:
+            context.log.info(
+                f"{view.deployed_name}: {consented.dropped} rows of {consented.subjects} subjects left out "
+                "(no consent for the view's purposes at the partition's time, or erased)"
+            )
         report = quality.validate(view, catalog, frame)
+        sensitive = pii.sensitive_columns(catalog, view)
+        if sensitive:  # what is stored and shown outside the table carries no ids or sensitive values
+            report = pii.redact_report(report, sensitive, entity.join_key, entity.name)
         span = f"{days[0]}..{days[-1]}"
         results_path = quality.save_result(
             report, store.settings.lake_dir, view.deployed_name, days, context.run.run_id
@@ -131,6 +144,7 @@ def build_feature_asset(view: FeatureView, catalog: Catalog) -> dg.AssetsDefinit
                     "quality_result": str(results_path),
                 },
                 historical_load=historical,
+                stats_columns=pii.stats_columns(frame.columns, sensitive),
             )
         except delta.SchemaChangeError as exc:  # the table changed under us since the check above
             raise dg.Failure(description=str(exc), allow_retries=False) from exc
@@ -167,6 +181,7 @@ def build_feature_asset(view: FeatureView, catalog: Catalog) -> dg.AssetsDefinit
                 "partitions": span,
                 "definition_hash": view.definition_hash(),
                 "historical_load": historical,
+                "rows_withheld": consented.dropped,
             },
             check_results=checks,
             data_version=dg.DataVersion(f"delta-v{commit.version}"),

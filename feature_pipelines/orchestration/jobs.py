@@ -6,7 +6,9 @@ from feature_pipelines.catalog import Catalog
 from feature_pipelines.online.errors import OnlineStoreError
 from feature_pipelines.online.layout import OnlineLayout
 from feature_pipelines.orchestration.resources import FeatureStoreResource
-from feature_pipelines.publish import version_ids
+from feature_pipelines.privacy.audit import AuditLog
+from feature_pipelines.privacy.policy import OnlineGuard, PrivacyPolicy
+from feature_pipelines.publish import guarded_aliases, guarded_ids
 
 
 class RollbackConfig(dg.Config):
@@ -27,17 +29,29 @@ def build_rollback_job(catalog: Catalog) -> dg.JobDefinition:
     def rollback_online_view(context: dg.OpExecutionContext, config: RollbackConfig, store: FeatureStoreResource):
         if config.view not in layout:
             raise dg.Failure(f"unknown online view {config.view!r}; known: {sorted(layout)}")
+        online = store.online_store(layout)
+        # Subjects revoked or erased since the target was written: their keys are gone on purpose.
+        guard = OnlineGuard(PrivacyPolicy(catalog, store.settings), online)
+        by = f"dagster run {context.run_id[:8]}"
         try:
-            done = store.online_store(layout).rollback(
+            done = online.rollback(
                 config.view,
                 config.to_version,
-                ids_of=version_ids,
-                by=f"dagster run {context.run_id[:8]}",
+                ids_of=guarded_ids(guard),
+                aliases_of=guarded_aliases(guard),
+                by=by,
                 reason=config.reason,
                 run_id=context.run_id,
             )
         except OnlineStoreError as exc:
             raise dg.Failure(str(exc), allow_retries=False) from exc
+        AuditLog(store.settings.privacy_table("audit")).append(
+            "rollback",
+            by=by,
+            reason=config.reason,
+            target=config.view,
+            details={"to": done.version, "from": done.previous},
+        )
         context.log.info(f"{config.view}: serving version {done.version} (was {done.previous}); pinned")
         context.add_output_metadata(
             {"from_version": done.previous or 0, "to_version": done.version, "keys_refreshed": done.keys_refreshed}

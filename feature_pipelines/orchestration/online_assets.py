@@ -9,6 +9,7 @@ from feature_pipelines.orchestration.asset_keys import feature_key, online_key
 from feature_pipelines.orchestration.feature_checks import consistency_check, consistency_spec
 from feature_pipelines.orchestration.partitions import POLICY, REDIS_POOL, RETRY, partitions_for, run_days
 from feature_pipelines.orchestration.resources import FeatureStoreResource
+from feature_pipelines.privacy.policy import OnlineGuard, PrivacyPolicy
 from feature_pipelines.publish import publish
 from feature_pipelines.spec import FeatureView
 
@@ -47,14 +48,16 @@ def build_online_asset(view: FeatureView, catalog: Catalog) -> dg.AssetsDefiniti
     def _push(context: dg.AssetExecutionContext, store: FeatureStoreResource):
         newest = run_days(context)[-1].isoformat()
         uri = store.settings.feature_table(view.deployed_name)
+        online = store.online_store(layout)
         published = publish(
-            store.online_store(layout),
+            online,
             view.deployed_name,
             uri,
             newest,
             run_id=context.run.run_id,
             definition_hash=view.definition_hash(),
             sample=view.skew_sample,
+            guard=OnlineGuard(PrivacyPolicy(catalog, store.settings), online),
         )
         written, promotion, roundtrip = published.written, published.promotion, published.roundtrip
         check_meta = {
@@ -83,6 +86,7 @@ def build_online_asset(view: FeatureView, catalog: Catalog) -> dg.AssetsDefiniti
                 "promoted": promotion.promoted,
                 "outcome": promotion.outcome.value,
                 "keys_written": written.rows,
+                "rows_withheld": published.withheld,
                 "push_seconds": round(written.seconds, 3),
                 "partition": newest,
                 "removed_versions": str(sorted(pruned.removed)) if pruned else "prune failed",

@@ -9,6 +9,7 @@ from feature_pipelines.orchestration.asset_keys import raw_key
 from feature_pipelines.orchestration.partitions import POLICY, RETRY, partitions_for, run_days
 from feature_pipelines.orchestration.resources import FeatureStoreResource
 from feature_pipelines.orchestration.table_metadata import table_schema
+from feature_pipelines.privacy.policy import PrivacyPolicy
 from feature_pipelines.spec import BatchSource
 
 ALLOW_SHRINK_TAG = "allow_shrink"
@@ -52,6 +53,7 @@ def build_source_asset(source: BatchSource, catalog: Catalog) -> dg.AssetsDefini
                 allow_shrink=allow,
                 commit_metadata={"dagster_run_id": context.run.run_id},
                 log=context.log.warning,
+                exclude=PrivacyPolicy(catalog, store.settings).without_erased,
             )
         except ingest.SourceError as exc:  # bad input is not transient: fail now, name it, commit nothing
             raise dg.Failure(description=f"ingest failed, nothing was committed: {exc}", allow_retries=False) from exc

@@ -9,6 +9,7 @@ from feature_pipelines import training
 from feature_pipelines.catalog import Catalog
 from feature_pipelines.orchestration.asset_keys import feature_key, training_set_key
 from feature_pipelines.orchestration.resources import FeatureStoreResource
+from feature_pipelines.privacy.policy import PrivacyPolicy
 from feature_pipelines.spec import TrainingSetSpec
 
 
@@ -33,6 +34,7 @@ def build_training_set_asset(spec: TrainingSetSpec, catalog: Catalog) -> dg.Asse
             store.settings.feature_table,
             timestamp_column=spec.timestamp_column,
             mode=spec.mode,
+            privacy=PrivacyPolicy(catalog, store.settings),
         )
         out = Path(store.lake_dir) / "training_sets" / spec.name / f"{context.run.run_id}.parquet"
         manifest = result.write(out)
@@ -41,6 +43,7 @@ def build_training_set_asset(spec: TrainingSetSpec, catalog: Catalog) -> dg.Asse
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": frame.height,
+                "rows_withheld": result.manifest.withheld,
                 "path": dg.MetadataValue.path(str(out)),
                 "manifest": dg.MetadataValue.path(str(manifest)),
                 "delta_versions": dg.MetadataValue.json({r.view: r.delta_version for r in result.manifest.views}),

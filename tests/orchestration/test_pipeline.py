@@ -17,6 +17,7 @@ from feature_pipelines.online.layout import OnlineLayout
 from feature_pipelines.orchestration.asset_keys import feature_key, raw_key
 from feature_pipelines.orchestration.feature_assets import HISTORICAL_LOAD_TAG
 from feature_pipelines.orchestration.feature_checks import GX_CHECK
+from feature_pipelines.privacy.audit import subject_digest
 from feature_pipelines.spec import Feature, FeatureView
 from tests.conftest import DAY, chain, real_data, run, with_source_file
 
@@ -142,7 +143,11 @@ def test_bad_partition_fails_its_check_commits_nothing_and_keeps_redis(retail, p
     failures = evaluations["user_context"].metadata["failures"].value
     # The UI shows the expectation, the column, the observed value and the offending rows.
     assert "**expect_column_values_to_be_in_set** on `country` [blocking]: observed" in failures
-    assert f"| customer_id | partition_date | country |\n|---|---|---|\n| {customer} | {DAY} | Atlantis |" in failures
+    # user_context is confidential and customers are people: the offending rows name the customer by its
+    # digest (`fstore audit --subject ID` matches it) and keep the confidential value out.
+    digest = subject_digest("customer", str(customer))
+    assert f"| customer_id | partition_date |\n|---|---|\n| {digest} | {DAY} |" in failures
+    assert "Atlantis" not in failures and str(customer) not in failures
     assert "**expect_column_values_to_not_be_null** on `locale`" in failures
     price = evaluations["user_max_price"].metadata["failures"].value
     assert "**expect_column_values_to_be_between** on `max_unit_price`" in price and "5000.0" in price

@@ -1,0 +1,143 @@
+"""Who may be processed for what: the one place that combines the consent ledger, the purposes declared in
+the spec and the tombstones into answers the pipeline asks (compute, push, train).
+
+A subject (an id of a `personal` entity) may appear in a view when it is not erased and has consent for
+every purpose the view declares; in a training set when it is not erased, had consent for the service's
+purpose at the row's time as known then, and has not revoked it since (a rebuild after a revocation leaves
+it out). Ids of entities that are not personal always pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cached_property
+
+import polars as pl
+
+from feature_pipelines.catalog import Catalog
+from feature_pipelines.online.layout import ERASED, OnlineSchema, deny_blocks, deny_key
+from feature_pipelines.online.store import OnlineStore
+from feature_pipelines.privacy.consent import ConsentLedger, consent_at, now, subject_text
+from feature_pipelines.privacy.tombstones import Tombstones
+from feature_pipelines.settings import Settings
+from feature_pipelines.spec import EVENT_TIMESTAMP, FeatureView
+
+
+@dataclass(frozen=True)
+class Filtered:
+    """A frame with the rows of subjects that may not be processed left out, and how many there were."""
+
+    frame: pl.DataFrame
+    dropped: int
+    subjects: int
+
+
+class PrivacyPolicy:
+    """Answers read the ledgers once per instance: make a new one per run or push to see new events."""
+
+    def __init__(self, catalog: Catalog, settings: Settings) -> None:
+        self.catalog = catalog
+        self.consent = ConsentLedger(settings.privacy_table("consent"))
+        self.tombstones = Tombstones(settings.privacy_table("tombstones"))
+
+    @cached_property
+    def _events(self) -> pl.DataFrame:
+        return self.consent.events()
+
+    @cached_property
+    def _erased(self) -> pl.DataFrame:
+        return self.tombstones.all()
+
+    def personal(self, entity: str) -> bool:
+        return self.catalog.entities[entity].personal
+
+    def purposes(self, names: tuple[str, ...] | list[str]) -> dict[str, bool]:
+        """Purpose name -> opt_in, from the spec."""
+        return {n: self.catalog.purposes[n].opt_in for n in names}
+
+    def erased(self, entity: str, ids: pl.Series) -> pl.Series:
+        """Whether each id is tombstoned."""
+        gone = self._erased.filter(pl.col("entity") == entity)["subject"]
+        return subject_text(ids).is_in(gone.implode()).fill_null(False)
+
+    def permitted(
+        self,
+        entity: str,
+        ids: pl.Series,
+        purposes: tuple[str, ...] | list[str],
+        at: pl.Series | datetime | None = None,
+        known: datetime | None | str = None,
+    ) -> pl.Series:
+        """Whether each id may be processed for all `purposes` at `at` (default now), as known at `known`
+        ("row": at each row's own `at`; None: now). Always True for ids of entities that are not personal."""
+        if not self.personal(entity):
+            return pl.Series("permitted", [True] * ids.len(), dtype=pl.Boolean)
+        when = at if isinstance(at, pl.Series) else pl.Series([at or now()] * ids.len())
+        rows = pl.DataFrame({"subject": subject_text(ids), "at": when})
+        events = self._events.filter(pl.col("entity") == entity)
+        ok = consent_at(events, rows, self.purposes(purposes), known=known)
+        return (ok & ~self.erased(entity, ids)).alias("permitted")
+
+    def filter_view_rows(self, view: FeatureView, frame: pl.DataFrame) -> Filtered:
+        """A view's computed rows without those of subjects lacking consent at each partition's instant (as
+        known now) or erased. Compute calls it before the gate and the Delta write."""
+        entity = self.catalog.entity_of(view)
+        if not entity.personal or frame.height == 0:
+            return Filtered(frame, 0, 0)
+        ok = self.permitted(entity.name, frame[entity.join_key], view.purposes, frame[EVENT_TIMESTAMP], None)
+        dropped = frame.filter(~ok)
+        return Filtered(frame.filter(ok), dropped.height, dropped[entity.join_key].n_unique())
+
+    def without_erased(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """`frame` without rows holding an erased subject in any entity's key column (ingest's anti-join:
+        a re-delivered file never brings an erased subject back into the raw table)."""
+        for entity in self.catalog.entities.values():
+            if entity.join_key in frame.columns and frame.height:
+                frame = frame.filter(~self.erased(entity.name, frame[entity.join_key]))
+        return frame
+
+    def online_purposes(self, entity: str) -> list[str]:
+        """Every purpose an online view of `entity` serves: what the deny hash tracks per subject."""
+        names = {p for v in self.catalog.online_views if v.entity_name == entity for p in v.purposes}
+        return sorted(names)
+
+    def deny_entry(self, entity: str, subject: str) -> str | None:
+        """The subject's entry in its entity's deny hash: "*" if erased, else the JSON list of online
+        purposes it may not be served for now (None: nothing denied)."""
+        import json
+
+        ids = pl.Series([subject])
+        if self.erased(entity, ids)[0]:
+            return ERASED
+        denied = [p for p in self.online_purposes(entity) if not self.permitted(entity, ids, [p])[0]]
+        return json.dumps(denied) if denied else None
+
+
+class OnlineGuard:
+    """What a push may write and a rollback must find: the policy now, plus the Redis deny hash, which
+    also catches a revocation that lands while the push runs (`sweep` after the write closes that gap)."""
+
+    def __init__(self, policy: PrivacyPolicy, store: OnlineStore) -> None:
+        self.policy = policy
+        self.store = store
+
+    def keep(self, schema: OnlineSchema, ids: pl.Series) -> pl.Series:
+        if schema.purposes is None or schema.entity is None:
+            return pl.Series("keep", [True] * ids.len(), dtype=pl.Boolean)
+        ok = self.policy.permitted(schema.entity, ids, schema.purposes)
+        entries = self.store.deny_entries(schema.entity, subject_text(ids).to_list())
+        denied = pl.Series([deny_blocks(e, schema.purposes) for e in entries], dtype=pl.Boolean)
+        return (ok & ~denied).alias("keep")
+
+    def sweep(self, schema: OnlineSchema, version: int) -> int:
+        """Unlink, in a version just written, the keys of every subject the deny hash now blocks: a
+        revocation adds to the hash before it deletes keys, so one that raced the write is caught here."""
+        if schema.purposes is None or schema.entity is None:
+            return 0
+        raw = self.store.r.hgetall(deny_key(schema.entity))
+        subjects = [k.decode() for k, v in raw.items() if deny_blocks(v.decode(), schema.purposes)]
+        pipe = self.store.r.pipeline(transaction=False)
+        for s in subjects:  # one slot per subject: one key per command
+            pipe.unlink(schema.keys.data_key(version, s))
+        return sum(pipe.execute()) if subjects else 0
