@@ -551,7 +551,7 @@ def _validate_inputs(where: str, view: FeatureView, catalog: Catalog) -> list[st
             )
         if not ident.ids:
             problems.append(f"{at}: ids is empty: name the event columns holding ids")
-        missing = [c for c in (*ident.ids, ident.own) if raw and c not in raw]
+        missing = [c for c in dict.fromkeys((*ident.ids, ident.own)) if raw and c not in raw]
         if missing:
             problems.append(f"{at}: columns {missing} are not in source {view.source_name!r} (has {sorted(raw)})")
         if ident.own not in ident.ids:

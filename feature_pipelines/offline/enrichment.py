@@ -97,12 +97,12 @@ def resolve_persons(view: FeatureView, events: pl.DataFrame, aliases: AliasMap, 
     person = pl.lit(None, dtype=pl.String)
     frame = events
     for i, column in enumerate(ident.ids):
-        ids = frame.select(pl.col(column).cast(pl.String).alias("_id")).drop_nulls().unique().sort("_id")
-        resolved = aliases.resolve(ids, identifier_type=column, column="_id", at=end, known_at=end)
+        ids = frame.select(pl.col(column).cast(pl.String).alias("_key")).drop_nulls().unique().sort("_key")
+        resolved = aliases.resolve(ids, identifier_type=column, column="_key", at=end, known_at=end)
         frame = (
-            frame.with_columns(pl.col(column).cast(pl.String).alias("_id"))
-            .join(resolved.rename({PERSON_ID: f"_p{i}"}), on="_id", how="left", maintain_order="left")
-            .drop("_id")
+            frame.with_columns(pl.col(column).cast(pl.String).alias("_key"))
+            .join(resolved.rename({PERSON_ID: f"_p{i}"}), on="_key", how="left", maintain_order="left")
+            .drop("_key")
         )
         person = pl.coalesce(person, pl.col(f"_p{i}"))
     blocked = Guardrails().blocked(ident.own).fill_null(True)
