@@ -11,14 +11,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
+from typing import TYPE_CHECKING
 
 import polars as pl
 
 from feature_pipelines.identity.alias_map import AliasMap
 from feature_pipelines.identity.edges import Guardrails
 from feature_pipelines.identity.graph import person_id
-from feature_pipelines.spec import PERSON_ID, VALID_FROM, FeatureView, Lookup
+from feature_pipelines.identity.stitch import IdentityStore
+from feature_pipelines.offline import delta
+from feature_pipelines.spec import EVENT_DATE, PERSON_ID, VALID_FROM, FeatureView, Lookup
+
+if TYPE_CHECKING:
+    from feature_pipelines.catalog import Catalog
+    from feature_pipelines.settings import Settings
 
 
 class MissingInputError(ValueError):
@@ -62,6 +69,46 @@ def derive_lookups(view: FeatureView, raw_by_source: Mapping[str, pl.DataFrame])
             )
         out[lookup.name] = frame.select(lookup.key, *lookup.columns, VALID_FROM).sort(lookup.key)
     return out
+
+
+@dataclass(frozen=True)
+class ReadInputs:
+    """A run's inputs, and the Delta table versions they were read at (recorded in the feature commit)."""
+
+    inputs: ViewInputs
+    versions: dict[str, str]
+
+
+def read_inputs(view: FeatureView, catalog: Catalog, settings: Settings, last_day: date) -> ReadInputs:
+    """Read what `view` declares besides its source for partitions up to `last_day`: the alias map (newest
+    version: resolution as known at each partition's end makes later facts invisible to it) and each
+    lookup source's raw rows from its start to `last_day`, derived once."""
+    versions: dict[str, str] = {}
+    aliases = None
+    if view.identity is not None:
+        uri = IdentityStore(settings.lake_dir).uri("alias_map")
+        version = delta.table_version(uri)
+        if version is None:
+            raise MissingInputError(
+                f"view {view.deployed_name!r} is keyed through the identity graph, but the alias map {uri} does "
+                "not exist: materialize identity/alias_map (or `fstore identity build`) first"
+            )
+        aliases = AliasMap(delta.scan(uri, version).collect())
+        versions.update(alias_table=uri, alias_version=str(version))
+    raw_by_source: dict[str, pl.DataFrame] = {}
+    for lookup in view.lookups:
+        source = catalog.sources[lookup.source_name]
+        uri = settings.raw_table(source.name)
+        version = delta.table_version(uri)
+        if version is None:
+            raise MissingInputError(
+                f"view {view.deployed_name!r}: lookup {lookup.name!r} reads raw table {uri}, which does not exist: "
+                f"materialize raw/{source.name} first"
+            )
+        if source.name not in raw_by_source:
+            raw_by_source[source.name] = delta.read_partitions(uri, EVENT_DATE, source.start, last_day, version)
+        versions[f"lookup_{lookup.name}_version"] = str(version)
+    return ReadInputs(ViewInputs(aliases, derive_lookups(view, raw_by_source)), versions)
 
 
 def check_inputs(view: FeatureView, inputs: ViewInputs) -> None:
