@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING
 
 import polars as pl
@@ -180,3 +180,16 @@ def join_lookup(lookup: Lookup, events: pl.DataFrame, derived: pl.DataFrame, end
             if c in lookup.defaults
         ]
     )
+
+
+def active_persons(view: FeatureView, raw: pl.DataFrame, inputs: ViewInputs, days: list[date]) -> pl.DataFrame:
+    """(person_id, event_date): the persons active on each of `days`, each day's events resolved as of its end,
+    as the partition of that day resolves them (for the completeness check)."""
+    prepared = view.prepare(raw.lazy()).collect()
+    frames = [pl.DataFrame(schema={PERSON_ID: pl.String, EVENT_DATE: pl.String})]
+    for day in days:
+        todays = prepared.filter(pl.col(EVENT_DATE) == day.isoformat())
+        end = datetime.combine(day + timedelta(days=1), time(), tzinfo=UTC)
+        resolved = resolve_persons(view, todays, inputs.aliases, end).events  # type: ignore[arg-type]
+        frames.append(resolved.select(PERSON_ID, EVENT_DATE).unique())
+    return pl.concat(frames)

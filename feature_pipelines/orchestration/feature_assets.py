@@ -13,7 +13,7 @@ from feature_pipelines.catalog import Catalog
 from feature_pipelines.checks import quality
 from feature_pipelines.offline import completeness, delta, history
 from feature_pipelines.offline.compute import compute_partitions, raw_days_before, raw_range_for
-from feature_pipelines.offline.enrichment import MissingInputError, read_inputs
+from feature_pipelines.offline.enrichment import MissingInputError, active_persons, read_inputs
 from feature_pipelines.orchestration.asset_keys import feature_key, identity_key, raw_key
 from feature_pipelines.orchestration.feature_checks import (
     GX_CHECK,
@@ -178,7 +178,14 @@ def build_feature_asset(view: FeatureView, catalog: Catalog) -> dg.AssetsDefinit
                 },
             ),
             drift_check(view, uri, commit.version, frame, days[-1]),
-            *health_checks(view, catalog, raw, frame, days),
+            *health_checks(
+                view,
+                catalog,
+                raw,
+                frame,
+                days,
+                active_persons(view, raw, extra.inputs, days) if view.identity else None,
+            ),
         ]
         yield dg.MaterializeResult(
             metadata={

@@ -98,9 +98,14 @@ def drift_check(view: FeatureView, uri: str, version: int, frame: pl.DataFrame, 
 
 
 def health_checks(
-    view: FeatureView, catalog: Catalog, raw: pl.DataFrame, frame: pl.DataFrame, days: list[date]
+    view: FeatureView,
+    catalog: Catalog,
+    raw: pl.DataFrame,
+    frame: pl.DataFrame,
+    days: list[date],
+    active: pl.DataFrame | None = None,
 ) -> list[dg.AssetCheckResult]:
-    health = freshness.partition_health(view, catalog, raw, frame, days)
+    health = freshness.partition_health(view, catalog, raw, frame, days, active)
     newest = health[-1]
     limit = view.max_source_lag
     stale = [h for h in health if h.source_lag is None or h.source_lag > limit]
