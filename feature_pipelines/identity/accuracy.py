@@ -14,6 +14,10 @@ from dataclasses import dataclass
 
 import polars as pl
 
+MIN_PRECISION = 0.99
+"""A wrong merge shows one person's profile to another: precision is held higher than recall."""
+MIN_RECALL = 0.95
+
 
 @dataclass(frozen=True)
 class Accuracy:

@@ -61,9 +61,17 @@ def facts(persons: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def update(table: pl.DataFrame, stated: pl.DataFrame, scope: pl.DataFrame | None, now: datetime) -> pl.DataFrame:
+def update(
+    table: pl.DataFrame, stated: pl.DataFrame, scope: pl.DataFrame | None, now: datetime, *, historical: bool = False
+) -> pl.DataFrame:
     """The alias map after a run that recomputed the ids in `scope` (identifier_type, identifier; None: all):
-    current facts of those ids the run no longer states are closed at `now`, new ones open at `now`."""
+    current facts of those ids the run no longer states are closed at `now`, new ones open at `now`.
+
+    `historical`: the run is the declared initial load of an empty map (the Dagster run tag
+    `fs/historical_load=true`, as for feature tables): each new fact counts as known at the end of the UTC
+    day of its `valid_from` (never after `now`), as if a daily run had stitched that day when it ended. It
+    states the final graph's facts only: a merge that a later guardrail undid within the loaded history is
+    not replayed."""
     table = table.select(ALIAS_SCHEMA.keys())
     current = table.filter(pl.col("known_to").is_null())
     if scope is not None:
@@ -71,8 +79,12 @@ def update(table: pl.DataFrame, stated: pl.DataFrame, scope: pl.DataFrame | None
         current = current.join(ids, on=["identifier_type", "identifier"], how="semi")
         stated = stated.join(ids, on=["identifier_type", "identifier"], how="semi")
     gone = current.join(stated, on=KEY, how="anti").select(KEY).with_columns(pl.lit(True).alias("_gone"))
+    now_lit = pl.lit(now).cast(pl.Datetime("us", "UTC"))
+    known_from = (
+        pl.min_horizontal(pl.col("valid_from").dt.truncate("1d").dt.offset_by("1d"), now_lit) if historical else now_lit
+    )
     new = stated.join(current, on=KEY, how="anti").with_columns(
-        pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("known_from"),
+        known_from.alias("known_from"),
         pl.lit(None, pl.Datetime("us", "UTC")).alias("known_to"),
     )
     closed = (

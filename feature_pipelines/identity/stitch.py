@@ -13,6 +13,7 @@ persons and current alias facts (tests/identity/test_incremental.py).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,13 +23,26 @@ import polars as pl
 from feature_pipelines.identity import alias_map, edges, graph
 from feature_pipelines.offline import delta
 
-TABLES = ("identifiers", "links", "edges", "violations", "retractions", "persons", "alias_map")
+IDENTITY_SOURCE = "behaviour_events"
+"""The catalog source on the identity input contract (docs/identity.md) that the Dagster assets stitch."""
+TABLES = ("identifiers", "links", "edges", "violations", "retractions", "persons", "alias_map", "days")
 RETRACTION_SCHEMA = {
     "anonymous_id": pl.String(),
     "other_type": pl.String(),
     "other": pl.String(),
     "retracted_at": pl.Datetime("us", "UTC"),
 }
+DAY_SCHEMA = {
+    "day": pl.String(),
+    "events": pl.Int64(),
+    "digest": pl.String(),
+    "status": pl.String(),
+    "folded_at": pl.Datetime("us", "UTC"),
+}
+"""The day ledger of `fold`: which days of events the graph holds, with a digest of their identity columns.
+`status` is "pending" while a run writes the tables, "folded" once it is done: a pending day forces the next
+run to recompute from all folded days (a crash mid-commit never leaves a day counted twice)."""
+PENDING, FOLDED = "pending", "folded"
 SCHEMAS = {
     "identifiers": edges.IDENTIFIER_SCHEMA,
     "links": edges.LINK_SCHEMA,
@@ -37,7 +51,9 @@ SCHEMAS = {
     "retractions": RETRACTION_SCHEMA,
     "persons": graph.PERSON_SCHEMA,
     "alias_map": alias_map.ALIAS_SCHEMA,
+    "days": DAY_SCHEMA,
 }
+DIGEST_COLUMNS = ("event_id", "event_time", "anonymous_id", "device_id", "customer_id")
 
 
 class IdentityError(ValueError):
@@ -56,6 +72,24 @@ class RunSummary:
     violations: dict[str, int] = field(default_factory=dict)
     alias_facts_opened: int = 0
     alias_facts_closed: int = 0
+    mode: str = "full"
+    days: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Run:
+    """A planned stitching run: the tables it will write, not written yet (so a check can veto it)."""
+
+    summary: RunSummary
+    tables: dict[str, pl.DataFrame]
+    meta: dict[str, str]
+
+    @property
+    def noop(self) -> bool:
+        return not self.tables
+
+    def table(self, name: str) -> pl.DataFrame:
+        return self.tables[name]
 
 
 class IdentityStore:
@@ -84,20 +118,30 @@ class IdentityStore:
     # -- runs -------------------------------------------------------------------------------------------
     def full(self, events: pl.LazyFrame | pl.DataFrame, now: datetime | None = None) -> RunSummary:
         """Recompute every person from `events` (the whole history); the alias map keeps its past facts."""
+        return self.commit(self.plan_full(events, now))
+
+    def plan_full(
+        self, events: pl.LazyFrame | pl.DataFrame, now: datetime | None = None, *, historical: bool = False
+    ) -> Run:
         ev = events.lazy()
         ids = edges.identifiers(ev).collect().sort("identifier_type", "identifier")
         lk = edges.links(ev).collect().sort("anonymous_id", "other_type", "other")
-        return self._commit(ids, lk, None, _count(ev), now)
+        return self._plan(ids, lk, None, _count(ev), now, historical)
 
     def update(self, events: pl.LazyFrame | pl.DataFrame, now: datetime | None = None) -> RunSummary:
         """Fold new events (a day) into the graph, recomputing only the persons they touch."""
+        return self.commit(self.plan_update(events, now))
+
+    def plan_update(
+        self, events: pl.LazyFrame | pl.DataFrame, now: datetime | None = None, *, historical: bool = False
+    ) -> Run:
         ev = events.lazy()
         day_ids = edges.identifiers(ev).collect()
         day_links = edges.links(ev).collect()
         ids = edges.merge_identifiers(self.read("identifiers"), day_ids)
         lk = edges.merge_links(self.read("links"), day_links)
         touched = day_ids.select("identifier_type", "identifier")
-        return self._commit(ids, lk, touched, _count(ev), now)
+        return self._plan(ids, lk, touched, _count(ev), now, historical)
 
     def split(self, a: str, b: str, now: datetime | None = None) -> RunSummary:
         """Retract the edge between ids `a` and `b` (`type:value` or a value): un-merge their person."""
@@ -131,7 +175,7 @@ class IdentityStore:
         )
         self.write("retractions", retractions, {"identity_run": "split"})
         touched = pl.DataFrame({"identifier_type": [ia[0], ib[0]], "identifier": [ia[1], ib[1]]})
-        return self._commit(self.read("identifiers"), links, touched, 0, when)
+        return self.commit(self._plan(self.read("identifiers"), links, touched, 0, when, False))
 
     def find(self, ref: str) -> tuple[str, str]:
         """(identifier_type, identifier) of `type:value` or of a bare value known to the graph."""
@@ -150,9 +194,72 @@ class IdentityStore:
             raise IdentityError(f"id {ref!r} {what}")
         return hits["identifier_type"][0], hits["identifier"][0]
 
-    def _commit(
-        self, ids: pl.DataFrame, lk: pl.DataFrame, touched: pl.DataFrame | None, n_events: int, now: datetime | None
-    ) -> RunSummary:
+    def plan_fold(
+        self,
+        days: list[str],
+        events_of: Callable[[list[str]], pl.LazyFrame],
+        now: datetime | None = None,
+        *,
+        historical: bool = False,
+    ) -> Run:
+        """The run that folds the events of `days` (ISO dates; `events_of(days)` reads them) into the graph,
+        idempotently: a day already folded with the same events is skipped (a re-run changes no table);
+        new days are folded incrementally; a day re-delivered with other events (or a pending day of a
+        crashed run) makes the run recompute from every folded day, since a day's links cannot be taken
+        back out of the aggregate. `historical` (the initial load of an empty alias map) dates the facts as
+        known at the end of their valid day, as timely daily runs would have (see `alias_map.update`)."""
+        now = (now or datetime.now(UTC)).astimezone(UTC)
+        days = sorted(set(days))
+        ledger = self.read("days")
+        known = dict(ledger.filter(pl.col("status") == FOLDED).select("day", "digest").iter_rows())
+        pending = ledger.filter(pl.col("status") != FOLDED)["day"].to_list()
+        run_events = events_of(days).collect()
+        digests = _digests(run_events, days)
+        changed = [d for d in days if known.get(d) != digests[d][1]]
+        if not changed and not pending:
+            return Run(RunSummary(now, 0, 0, 0, 0, 0, mode="noop", days=days), {}, {})
+        redelivered = [d for d in changed if d in known]
+        if not known or redelivered or pending:
+            every = sorted(set(known) | set(days) | set(pending))
+            history = run_events if every == days else events_of(every).collect()
+            run = self.plan_full(history, now, historical=historical)
+            digests = _digests(history, every)
+            folded = every
+        else:
+            fresh = run_events.filter(pl.col("event_time").dt.date().cast(pl.String).is_in(changed))
+            run = self.plan_update(fresh, now, historical=historical)
+            folded = changed
+        rows = pl.DataFrame(
+            [(d, digests[d][0], digests[d][1], FOLDED, now) for d in folded], schema=DAY_SCHEMA, orient="row"
+        )
+        run.tables["days"] = pl.concat([ledger.filter(~pl.col("day").is_in(folded)), rows]).sort("day")
+        run.summary.days = folded
+        run.meta["days"] = f"{folded[0]}..{folded[-1]}" if folded else ""
+        return run
+
+    def commit(self, run: Run) -> RunSummary:
+        """Write a planned run's tables (the day ledger marks its days pending meanwhile)."""
+        if run.noop:
+            return run.summary
+        ledger = run.tables.get("days")
+        if ledger is not None:
+            self.write("days", ledger.with_columns(pl.lit(PENDING).alias("status")), run.meta)
+        for name, frame in run.tables.items():
+            if name != "days":
+                self.write(name, frame, run.meta)
+        if ledger is not None:
+            self.write("days", ledger, run.meta)
+        return run.summary
+
+    def _plan(
+        self,
+        ids: pl.DataFrame,
+        lk: pl.DataFrame,
+        touched: pl.DataFrame | None,
+        n_events: int,
+        now: datetime | None,
+        historical: bool,
+    ) -> Run:
         now = (now or datetime.now(UTC)).astimezone(UTC)
         g = self.guardrails
         retractions = self.read("retractions")
@@ -210,24 +317,26 @@ class IdentityStore:
         persons = persons.sort("identifier_type", "identifier")
         judged = judged.sort("anonymous_id", "other_type", "other")
         old_map = self.read("alias_map")
-        new_map = alias_map.update(old_map, alias_map.facts(found), scope_ids, now)
+        new_map = alias_map.update(
+            old_map, alias_map.facts(found), scope_ids, now, historical=historical and old_map.height == 0
+        )
         meta = {
             "identity_run": "identity_full" if scope_ids is None else "identity_update",
             "known_at": now.isoformat(),
+            "historical_load": str(historical and old_map.height == 0).lower(),
         }
-        for name, frame in (
-            ("identifiers", ids),
-            ("links", lk),
-            ("edges", judged),
-            ("violations", violations),
-            ("persons", persons),
-            ("alias_map", new_map),
-        ):
-            self.write(name, frame, meta)
+        tables = {
+            "identifiers": ids,
+            "links": lk,
+            "edges": judged,
+            "violations": violations,
+            "persons": persons,
+            "alias_map": new_map,
+        }
         closed = new_map.filter(pl.col("known_to") == now).height
         opened = new_map.filter(pl.col("known_from") == now).height
         statuses = judged.group_by("status").len()
-        return RunSummary(
+        summary = RunSummary(
             known_at=now,
             events=n_events,
             identifiers=persons.height,
@@ -238,7 +347,9 @@ class IdentityStore:
             violations=dict(violations.group_by("rule").len().sort("rule").iter_rows()),
             alias_facts_opened=opened,
             alias_facts_closed=closed,
+            mode="full" if scope_ids is None else "incremental",
         )
+        return Run(summary, tables, meta)
 
     # -- explanation ------------------------------------------------------------------------------------
     def explain(self, ref: str) -> dict:
@@ -273,6 +384,23 @@ class IdentityStore:
                 "guardrails": self.guardrails.__dict__,
             },
         }
+
+
+def _digests(events: pl.DataFrame, days: list[str]) -> dict[str, tuple[int, str]]:
+    """(events, digest) per day: an order-free sum of row hashes of the identity columns, so a re-delivered
+    day with other events is told apart from a re-run of the same one."""
+    per_day = (
+        events.group_by(pl.col("event_time").dt.date().cast(pl.String).alias("day"))
+        .agg(
+            pl.len().cast(pl.Int64).alias("n"),
+            (pl.struct([c for c in DIGEST_COLUMNS if c in events.columns]).hash(seed=11) % 1_000_000_007)
+            .sum()
+            .alias("h"),
+        )
+        .iter_rows()
+    )
+    found = {d: (int(n), f"{n}:{h}") for d, n, h in per_day}
+    return {d: found.get(d, (0, "0:0")) for d in days}
 
 
 def _count(events: pl.LazyFrame) -> int:

@@ -19,11 +19,12 @@ import dagster as dg
 import polars as pl
 
 from feature_pipelines.catalog import Catalog
+from feature_pipelines.identity.stitch import IDENTITY_SOURCE
 from feature_pipelines.offline import ingest
 from feature_pipelines.offline.compute import partition_end
 from feature_pipelines.offline.delta import table_version
 from feature_pipelines.online.layout import OnlineLayout
-from feature_pipelines.orchestration.asset_keys import feature_key, online_key, raw_key
+from feature_pipelines.orchestration.asset_keys import IDENTITY_TABLES, feature_key, identity_key, online_key, raw_key
 from feature_pipelines.orchestration.partitions import partitions_for
 from feature_pipelines.orchestration.resources import FeatureStoreResource
 from feature_pipelines.spec import EVENT_DATE, PARTITION_DATE, BatchSource, FeatureView
@@ -210,6 +211,8 @@ def automation_conditions(catalog: Catalog) -> dict[dg.AssetKey, dg.AutomationCo
     out: dict[dg.AssetKey, dg.AutomationCondition] = {}
     for source in catalog.sources.values():
         out[raw_key(source)] = dg.AutomationCondition.on_cron(DAILY_CRON, cron_timezone="UTC")
+    if IDENTITY_SOURCE in catalog.sources:  # the identity graph follows its events like a feature view
+        out.update({identity_key(name): feature_condition() for name in IDENTITY_TABLES})
     for view in catalog.views.values():
         out[feature_key(view)] = feature_condition()
         if view.online:

@@ -9,6 +9,7 @@ import dagster as dg
 from feature_pipelines.catalog import Catalog
 from feature_pipelines.orchestration.automation import build_automation_defs, with_automation
 from feature_pipelines.orchestration.feature_assets import build_feature_asset
+from feature_pipelines.orchestration.identity_assets import IDENTITY_GROUP, build_identity_assets
 from feature_pipelines.orchestration.jobs import build_rollback_job
 from feature_pipelines.orchestration.online_assets import build_online_asset
 from feature_pipelines.orchestration.raw_assets import build_source_asset
@@ -20,6 +21,8 @@ MAIN_JOB = "materialize_all"
 def build_asset_defs(catalog: Catalog) -> dg.Definitions:
     """Every asset of the catalog, without automation."""
     assets = [build_source_asset(s, catalog) for s in catalog.sources.values()]
+    identity = build_identity_assets(catalog)
+    assets += [identity] if identity is not None else []
     assets += [build_feature_asset(v, catalog) for v in catalog.views.values()]
     assets += [build_online_asset(v, catalog) for v in catalog.online_views]
     assets += [build_training_set_asset(t, catalog) for t in catalog.training_sets.values()]
@@ -30,8 +33,9 @@ def build_defs(catalog: Catalog) -> dg.Definitions:
     """Assets with their automation, sensors and checks, the main job and the operational jobs."""
     materialize_all = dg.define_asset_job(
         MAIN_JOB,
-        selection=dg.AssetSelection.groups("raw", "features", "online"),
-        description="Ingest, every feature partition of the run's range with its GE gate, then the online push.",
+        selection=dg.AssetSelection.groups("raw", IDENTITY_GROUP, "features", "online"),
+        description="Ingest, identity stitching with its accuracy gate, every feature partition of the run's range "
+        "with its GE gate, then the online push.",
     )
     return dg.Definitions.merge(
         with_automation(build_asset_defs(catalog), catalog),
