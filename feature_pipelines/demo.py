@@ -208,20 +208,21 @@ def alias_lookup(catalog: Catalog, settings: Settings, console: Console) -> dict
     anonymous = ids.filter(pl.col("identifier_type") == "anonymous_id")["identifier"][0]
     read = client.get_by_alias(PROFILE_VIEW, "anonymous_id", anonymous)
     values = read.features.to_dict()
-    console.print(
-        f"[bold]Lookup by alias[/bold] get_by_alias({PROFILE_VIEW!r}, 'anonymous_id', {anonymous!r}) "
-        f"(one round trip) -> person {read.person_id}:",
-        soft_wrap=True,
-    )
     shown = {k: values[k] for k in SHOWN}
     shown["top_interest"] = _top_interest(values)
     shown["profile_vector[:3]"] = [round(x, 3) for x in (values["profile_vector"] or [])[:3]]
-    console.print(shown, soft_wrap=True)
-    same = []
-    for kind, ident in ids.filter(pl.col("identifier_type") != "anonymous_id").head(2).iter_rows():
+    lines = [
+        "[bold]Lookup by alias[/bold] (one round trip: FCALL_RO fs_get_by_alias)",
+        f"  get_by_alias({PROFILE_VIEW!r}, 'anonymous_id', {anonymous!r})",
+        f"  -> person {read.person_id}",
+        *[f"  {k} = {v}" for k, v in shown.items()],
+    ]
+    others = ids.filter(pl.col("identifier_type") != "anonymous_id").select("identifier_type", "identifier")
+    for kind, ident in others.head(2).iter_rows():
         other = client.get_by_alias(PROFILE_VIEW, kind, ident)
-        same.append(f"{kind}={ident}: {'same profile' if other.features == read.features else 'DIFFERENT'}")
-    console.print(f"The person's {ids.height} ids resolve alike: " + "; ".join(same), soft_wrap=True)
+        lines.append(f"  by {kind} {ident}: {'same profile' if other.features == read.features else 'DIFFERENT'}")
+    for line in lines:
+        console.print(line, highlight=False)
     return {"anonymous_id": anonymous, "person_id": read.person_id, "ids": ids.height, **shown}
 
 
