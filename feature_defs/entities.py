@@ -35,4 +35,5 @@ person = Entity(
     description="A person stitched from anonymous, device and customer ids by the identity graph "
     "(feature_pipelines/identity); the id is stable: the older id survives a merge, an un-merge restores it.",
     pattern=r"^p_[0-9a-f]{16}$",
+    personal=True,  # consent and erasure act on persons, by their id or any alias
 )

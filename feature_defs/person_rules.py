@@ -13,6 +13,7 @@ from datetime import timedelta
 import numpy as np
 import polars as pl
 
+from feature_defs.retail_rules import PRODUCT_CODE
 from feature_pipelines.spec import WindowContext
 
 CATEGORY_KEYWORDS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -47,17 +48,17 @@ def categorize(description: pl.Expr) -> pl.Expr:
     return expr
 
 
-def item_categories(retail: pl.LazyFrame, stock_code: str = "stock_code", description: str = "description"):
-    """stock code -> category, from each code's most frequent description (ties: the smallest text)."""
-    common = (
-        retail.filter(pl.col(description).is_not_null())
-        .group_by(stock_code, description)
-        .len()
-        .sort(stock_code, "len", description, descending=[False, True, False])
-        .group_by(stock_code, maintain_order=True)
-        .first()
-    )
-    return common.select(stock_code, categorize(pl.col(description)).alias("category")).sort(stock_code)
+def item_categories(retail: pl.LazyFrame) -> pl.LazyFrame:
+    """stock code -> category, valid from the product's first sale: the category of the description on its
+    first purchase line (ties at one instant: the smallest text). A first sale never changes as data grows,
+    so a partition sees the same category whenever it is computed, and none before the product existed."""
+    sold = retail.filter(
+        pl.col("description").is_not_null() & (pl.col("quantity") > 0) & (pl.col("unit_price") > 0)
+    ).filter(pl.col("stock_code").str.contains(PRODUCT_CODE))
+    first = sold.sort("stock_code", "invoice_date", "description").group_by("stock_code", maintain_order=True).first()
+    return first.select(
+        "stock_code", categorize(pl.col("description")).alias("category"), pl.col("invoice_date").alias("valid_from")
+    ).sort("stock_code")
 
 
 def projection() -> np.ndarray:

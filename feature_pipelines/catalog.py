@@ -25,7 +25,9 @@ from types import ModuleType
 import polars as pl
 
 from feature_pipelines.spec import (
+    PERSON_ID,
     SENSITIVITIES,
+    VALID_FROM,
     VIEW_NAME,
     WEEKDAYS,
     BatchSource,
@@ -37,6 +39,7 @@ from feature_pipelines.spec import (
     WindowContext,
     output_schema,
     resolve_dtype,
+    transformation_input_schema,
     versioned_name,
 )
 
@@ -519,7 +522,9 @@ def _validate_view(view: FeatureView, catalog: Catalog) -> list[str]:
     names = [f.name for f in view.features]
     for dup in sorted({n for n in names if names.count(n) > 1}):
         problems.append(f"{where}: feature {dup!r} is declared twice")
-    raw_columns = catalog.sources[view.source_name].raw_schema if view.source_name in catalog.sources else {}
+    source = catalog.sources.get(view.source_name)
+    problems.extend(_validate_inputs(where, view, catalog))
+    raw_columns = transformation_input_schema(view, source) if source is not None else {}
     for feat in view.features:
         unknown = [c for c in feat.inputs if raw_columns and c not in raw_columns]
         if unknown:
@@ -533,6 +538,63 @@ def _validate_view(view: FeatureView, catalog: Catalog) -> list[str]:
     if problems or view.entity_name not in catalog.entities or view.source_name not in catalog.sources:
         return problems
     return problems + _validate_output_schema(where, view, catalog)
+
+
+def _validate_inputs(where: str, view: FeatureView, catalog: Catalog) -> list[str]:
+    """An identity-keyed view is keyed by person ids and names id columns its source has; a lookup names a
+    declared source, a key column of the view's source, and derives what it declares."""
+    problems: list[str] = []
+    source = catalog.sources.get(view.source_name)
+    raw = source.raw_schema if source is not None else {}
+    if view.identity is not None:
+        ident = view.identity
+        at = f"{ident.defined_at}: FeatureView {view.deployed_name!r} identity"
+        entity = catalog.entities.get(view.entity_name)
+        if entity is not None and entity.join_key != PERSON_ID:
+            problems.append(
+                f"{at}: an identity-keyed view is keyed by {PERSON_ID!r} (the alias map's person ids), but entity "
+                f"{entity.name!r} has join key {entity.join_key!r}"
+            )
+        if not ident.ids:
+            problems.append(f"{at}: ids is empty: name the event columns holding ids")
+        missing = [c for c in dict.fromkeys((*ident.ids, ident.own)) if raw and c not in raw]
+        if missing:
+            problems.append(f"{at}: columns {missing} are not in source {view.source_name!r} (has {sorted(raw)})")
+        if ident.own not in ident.ids:
+            problems.append(f"{at}: own {ident.own!r} must be one of ids {list(ident.ids)}")
+        if PERSON_ID in raw:
+            problems.append(f"{at}: source {view.source_name!r} already has a {PERSON_ID!r} column")
+    names = [lookup.name for lookup in view.lookups]
+    for dup in sorted({n for n in names if names.count(n) > 1}):
+        problems.append(f"{where}: lookup {dup!r} is declared twice")
+    added: set[str] = {PERSON_ID} if view.identity is not None else set()
+    for lookup in view.lookups:
+        at = f"{lookup.defined_at}: FeatureView {view.deployed_name!r} lookup {lookup.name!r}"
+        lookup_source = catalog.sources.get(lookup.source_name)
+        if lookup_source is None:
+            problems.append(f"{at}: unknown source {lookup.source_name!r}")
+            continue
+        if raw and lookup.key not in raw:
+            problems.append(f"{at}: key {lookup.key!r} is not a column of source {view.source_name!r}")
+        clash = sorted((set(raw) | added) & set(lookup.columns))
+        if clash:
+            problems.append(f"{at}: columns {clash} already exist in the events it is joined to")
+        added |= set(lookup.columns)
+        unknown = sorted(set(lookup.defaults) - set(lookup.columns))
+        if unknown:
+            problems.append(f"{at}: defaults for undeclared columns {unknown}")
+        try:
+            produced = lookup.derive(pl.LazyFrame(schema=lookup_source.raw_schema)).collect_schema()
+        except Exception as exc:  # noqa: BLE001 - any failure of user code is reported, not raised
+            problems.append(f"{at}: derive failed on an empty frame: {type(exc).__name__}: {exc}")
+            continue
+        expected = {lookup.key: raw.get(lookup.key), **lookup.polars_columns, VALID_FROM: pl.Datetime("us", "UTC")}
+        for name, dtype in expected.items():
+            if name not in produced:
+                problems.append(f"{at}: derive does not produce {name!r}")
+            elif dtype is not None and produced[name] != dtype:
+                problems.append(f"{at}: derive produces {name!r} as {produced[name]}, expected {dtype}")
+    return problems
 
 
 def _validate_ttls(where: str, view: FeatureView) -> list[str]:
@@ -556,7 +618,7 @@ def _validate_ttls(where: str, view: FeatureView) -> list[str]:
 def _validate_output_schema(where: str, view: FeatureView, catalog: Catalog) -> list[str]:
     """Run the transformation on an empty frame of the raw schema and compare what it produces."""
     source, entity = catalog.source_of(view), catalog.entity_of(view)
-    empty = pl.LazyFrame(schema=source.raw_schema)
+    empty = pl.LazyFrame(schema=transformation_input_schema(view, source))
     ctx = WindowContext(as_of=datetime(2000, 1, 2, tzinfo=UTC), windows=view.windows)
     try:
         produced = view.transformation(empty, ctx).collect_schema()

@@ -171,6 +171,59 @@ def summary(catalog: Catalog, settings: Settings, instance: dg.DagsterInstance, 
         )
         for r in row:
             console.print(r.to_dict(), soft_wrap=True)
+    alias_lookup(catalog, settings, console)
+
+
+PROFILE_VIEW = "person_profile"
+SHOWN = ("events_30d", "sessions_30d", "purchases_30d", "last_device_type", "intent_ready_to_buy")
+
+
+def alias_lookup(catalog: Catalog, settings: Settings, console: Console) -> dict | None:
+    """A serving system holding only a cookie: the person's profile by an anonymous id, in one round trip,
+    beside the same read by the person's device and customer ids. Picks a stitched person of the serving
+    version (one with an anonymous id and a customer id). Returns what it showed (None: nothing served)."""
+    from feature_pipelines.identity.stitch import IdentityStore
+
+    if PROFILE_VIEW not in catalog.views or not catalog.views[PROFILE_VIEW].online:
+        return None
+    client = OnlineClient(settings.redis_url, catalog)
+    store = OnlineStore(connect(settings.redis_url), OnlineLayout.from_catalog(catalog))
+    meta = store.serving_meta(PROFILE_VIEW)
+    aliases_uri = IdentityStore(settings.lake_dir).uri("alias_map")
+    if meta is None or delta.table_version(aliases_uri) is None:
+        return None
+    served = pl.scan_delta(settings.feature_table(PROFILE_VIEW)).filter(pl.col("partition_date") == meta.partition)
+    current = (
+        delta.scan(aliases_uri)
+        .filter(pl.col("known_to").is_null())
+        .join(served.select("person_id"), on="person_id", how="semi")
+        .collect()
+    )
+    kinds = current.group_by("person_id").agg(pl.col("identifier_type").n_unique().alias("k"), pl.len().alias("n"))
+    pick = kinds.sort("k", "n", "person_id", descending=[True, True, False]).head(1)
+    if not pick.height:
+        return None
+    person = pick["person_id"][0]
+    ids = current.filter(pl.col("person_id") == person).sort("identifier_type", "identifier")
+    anonymous = ids.filter(pl.col("identifier_type") == "anonymous_id")["identifier"][0]
+    read = client.get_by_alias(PROFILE_VIEW, "anonymous_id", anonymous)
+    values = read.features.to_dict()
+    shown = {k: values[k] for k in SHOWN}
+    shown["top_interest"] = _top_interest(values)
+    shown["profile_vector[:3]"] = [round(x, 3) for x in (values["profile_vector"] or [])[:3]]
+    lines = [
+        "[bold]Lookup by alias[/bold] (one round trip: FCALL_RO fs_get_by_alias)",
+        f"  get_by_alias({PROFILE_VIEW!r}, 'anonymous_id', {anonymous!r})",
+        f"  -> person {read.person_id}",
+        *[f"  {k} = {v}" for k, v in shown.items()],
+    ]
+    others = ids.filter(pl.col("identifier_type") != "anonymous_id").select("identifier_type", "identifier")
+    for kind, ident in others.head(2).iter_rows():
+        other = client.get_by_alias(PROFILE_VIEW, kind, ident)
+        lines.append(f"  by {kind} {ident}: {'same profile' if other.features == read.features else 'DIFFERENT'}")
+    for line in lines:
+        console.print(line, highlight=False)
+    return {"anonymous_id": anonymous, "person_id": read.person_id, "ids": ids.height, **shown}
 
 
 def _online_table(catalog: Catalog, settings: Settings, console: Console, title: str) -> None:
@@ -249,3 +302,9 @@ def report_failure(catalog: Catalog, settings: Settings, outcome: RunOutcome, co
         highlight=False,
     )
     _online_table(catalog, settings, console, "Still serving (Redis)")
+
+
+def _top_interest(profile: dict) -> str | None:
+    """The category of a profile's highest `interest_<category>` (None without interactions)."""
+    scores = {k.removeprefix("interest_"): v for k, v in profile.items() if k.startswith("interest_") and v}
+    return max(sorted(scores), key=lambda c: scores[c]) if scores else None

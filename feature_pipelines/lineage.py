@@ -19,7 +19,7 @@ import polars as pl
 from feature_pipelines.catalog import Catalog
 from feature_pipelines.offline import history
 from feature_pipelines.online.store import OnlineStore, VersionMeta
-from feature_pipelines.spec import FeatureView, WindowContext
+from feature_pipelines.spec import FeatureView, WindowContext, transformation_input_schema
 
 _KEY = re.compile(r"^(?P<ns>fss?):(?P<view>[^:{}]+):(?P<version>\d+):\{(?P<id>.*)\}$")
 
@@ -27,15 +27,22 @@ _KEY = re.compile(r"^(?P<ns>fss?):(?P<view>[^:{}]+):(?P<version>\d+):\{(?P<id>.*
 def view_inputs(view: FeatureView, catalog: Catalog) -> list[str]:
     """Raw columns the view reads: each one whose absence breaks `prepare` + `transformation`."""
     schema = catalog.source_of(view).raw_schema
+    added = {c: t for c, t in transformation_input_schema(view, catalog.source_of(view)).items() if c not in schema}
     ctx = WindowContext(as_of=datetime(2000, 1, 2, tzinfo=UTC), windows=view.windows)
-    needed = []
+    # The id columns an identity-keyed view resolves persons from, and each lookup's key, are read before
+    # the transformation: every feature depends on them.
+    needed = list(view.identity.ids) if view.identity else []
+    needed += [lookup.key for lookup in view.lookups if lookup.key not in needed]
     for column in schema:
+        if column in needed:
+            continue
         probe = pl.LazyFrame(schema={c: t for c, t in schema.items() if c != column})
         try:
-            view.transformation(view.prepare(probe), ctx).collect_schema()
+            prepared = view.prepare(probe).with_columns([pl.lit(None, dtype=t).alias(c) for c, t in added.items()])
+            view.transformation(prepared, ctx).collect_schema()
         except Exception:  # noqa: BLE001 - any failure means the column is read
             needed.append(column)
-    return needed
+    return [c for c in schema if c in needed]
 
 
 def column_lineage(view: FeatureView, catalog: Catalog) -> dict[str, list[str]]:

@@ -82,11 +82,21 @@ def partition_aliases(
     gets. A person's every identifier, including a never-logged-in visitor's own anonymous id."""
     if delta.table_version(alias_table) is None:
         raise FileNotFoundError(f"alias map {alias_table!r} does not exist; build the identity graph first")
+    # An id has one current fact per person it belonged to (its own person from its first time seen, the
+    # merged person from when it joined): the latest valid one is where it belongs now.
     current = (
         delta.scan(alias_table, alias_version)
         .filter(pl.col("known_to").is_null())
-        .select(pl.col("identifier_type").cast(pl.String), pl.col("identifier").cast(pl.String), "person_id")
-        .with_columns(pl.col("person_id").cast(pl.String))
+        .select(
+            pl.col("identifier_type").cast(pl.String),
+            pl.col("identifier").cast(pl.String),
+            pl.col("person_id").cast(pl.String),
+            "valid_from",
+            "known_from",
+        )
+        .sort("identifier_type", "identifier", "valid_from", "known_from")
+        .group_by("identifier_type", "identifier", maintain_order=True)
+        .agg(pl.col("person_id").last())
     )
     ids = pl.LazyFrame({"person_id": persons.cast(pl.String).unique()})
     return current.join(ids, on="person_id", how="semi").collect().sort("identifier_type", "identifier")

@@ -330,6 +330,70 @@ def keep_all(events: pl.LazyFrame) -> pl.LazyFrame:
     return events
 
 
+PERSON_ID = "person_id"
+"""The column an identity-keyed view's events get: the person their ids resolve to (the alias map's)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+@_located
+class ThroughIdentity:
+    """Declares a view keyed through the identity graph: its source's events carry ids (a cookie, a device, a
+    customer), not persons. Before the transformation, each prepared event gets `person_id`: the person the
+    alias map (`<lake>/identity/alias_map`) gives its ids at the partition's end, *as known at the partition's
+    end*, so recomputing a partition later (after more logins, a merge or an un-merge) gives the same rows and
+    a later login never reaches an earlier partition.
+
+    Attributes:
+        ids: event columns holding ids, each named as its identifier type in the alias map, most trusted first
+            (a logged-in event's customer_id before its cookie): the first that resolves wins.
+        own: the column whose id makes an event's own person when no id resolves (an id first seen after the
+            map's last run that knew of it): a visitor the map does not know yet is a person of their own
+            (`p_` + the id's hash, the id the identity graph gives a lone id). Blocked values (the identity
+            guardrails': "", "unknown", ...) are never a person: such events are left out and counted.
+    """
+
+    ids: tuple[str, ...] = ("customer_id", "anonymous_id")
+    own: str = "anonymous_id"
+    defined_at: str = field(default="", compare=False, repr=False)
+
+
+Derivation = Callable[[pl.LazyFrame], pl.LazyFrame]
+
+
+@dataclass(frozen=True, kw_only=True)
+@_located
+class Lookup:
+    """A dimension joined onto a view's events by key, derived from another source's raw rows (stock code ->
+    category from the retail lines' descriptions).
+
+    `derive(raw rows of source) -> LazyFrame` with `key`, the `columns` and `valid_from` (UTC: when the value
+    became true, e.g. the first line that carried it): one row per key. A partition sees a key's value only
+    if `valid_from` is before its end (a product first sold later has no category yet); other events get
+    `defaults` (a key without a value is not dropped). Deterministic, point in time, and computed once per run.
+    """
+
+    name: str
+    source: BatchSource | str
+    key: str
+    columns: Mapping[str, Any]
+    derive: Derivation = field(repr=False)
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+    defined_at: str = field(default="", compare=False, repr=False)
+
+    @property
+    def source_name(self) -> str:
+        return self.source if isinstance(self.source, str) else self.source.name
+
+    @property
+    def polars_columns(self) -> dict[str, pl.DataType]:
+        return {c: resolve_dtype(t) for c, t in self.columns.items()}
+
+
+VALID_FROM = "valid_from"
+"""A `Lookup` derivation's column: from when each value holds."""
+
+
 @dataclass(frozen=True, kw_only=True)
 @_located
 class FeatureView:
@@ -352,6 +416,12 @@ class FeatureView:
             on the partition's day got a row.
         skew_sample: how many entities the round-trip and consistency checks compare after a push.
         freshness_sla: how long after its day ends a partition must be in Delta and serving in Redis.
+        identity: `ThroughIdentity(...)` for a view keyed by person whose source carries ids: the events get
+            `person_id` from the alias map as known at the partition's end (before the transformation).
+        lookups: dimensions joined onto the prepared events by key (`Lookup`), point in time.
+
+    What the transformation receives is the source's raw columns, then `person_id` (identity) and each
+    lookup's columns, in that order (`transformation_input_schema`).
         purposes: names of the `Purpose`s its rows serve; required for views of a `personal` entity. A
             subject without consent for every one of them is left out at compute, push, serve and train.
 
@@ -387,6 +457,8 @@ class FeatureView:
     min_completeness: float = 0.9
     skew_sample: int = 200
     freshness_sla: timedelta = timedelta(hours=12)
+    identity: ThroughIdentity | None = None
+    lookups: tuple[Lookup, ...] = ()
     purposes: tuple[str, ...] = ()
     # What the gate withholds, not how a value is computed: not part of the definition hash (repr=False).
     max_bad_fraction: float = field(default=0.0, repr=False)
@@ -431,16 +503,18 @@ class FeatureView:
         default argument they use, transitively (see `feature_pipelines.fingerprint`)."""
         from feature_pipelines.fingerprint import fingerprint
 
-        return fingerprint(self.prepare, self.transformation)
+        return fingerprint(self.prepare, self.transformation, *[lookup.derive for lookup in self.lookups])
 
     def definition_hash(self) -> str:
         """A short hash of everything that defines the view's output: its declared fields and its code,
-        with what the code uses (`code_hash`)."""
+        with what the code uses (`code_hash`). Inputs a view does not use (no identity, no lookups) are not
+        part of it, so views declared before those fields existed keep their hash."""
         payload = {
             f.name: repr(getattr(self, f.name))
             for f in fields(self)
             # Purposes decide whose rows are kept, not what a kept row's values are.
             if f.name not in ("transformation", "prepare", "defined_at", "purposes")
+            and not (f.name in ("identity", "lookups") and not getattr(self, f.name))
         }
         payload["code"] = self.code_hash()
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
@@ -493,6 +567,17 @@ PARTITION_DATE = "partition_date"
 """Partition column of feature tables: the day whose end the row describes, as `YYYY-MM-DD`."""
 EVENT_TIMESTAMP = "event_timestamp"
 """Feature tables: the instant a row describes (end of its partition day, exclusive), UTC."""
+
+
+def transformation_input_schema(view: FeatureView, source: BatchSource) -> dict[str, pl.DataType]:
+    """The columns a view's `prepare` output gains before its transformation sees it: `person_id` for an
+    identity-keyed view, then every lookup's columns."""
+    schema = dict(source.raw_schema)
+    if view.identity is not None:
+        schema[PERSON_ID] = pl.String()
+    for lookup in view.lookups:
+        schema.update(lookup.polars_columns)
+    return schema
 
 
 def output_schema(view: FeatureView, entity: Entity) -> dict[str, pl.DataType]:

@@ -50,10 +50,45 @@ def problems_of(tmp_path: Path, **modules: str) -> list[str]:
 
 
 def test_the_shipped_catalog_is_valid(catalog):
-    assert set(catalog.views) == {"user_purchase_behavior", "user_context", "item_popularity"}
+    assert set(catalog.views) == {
+        "user_purchase_behavior",
+        "user_context",
+        "item_popularity",
+        "person_profile",
+        "person_location",
+    }
+    # The sensitive inferred location is apart from the public profile, in its own sensitivity.
+    assert catalog.views["person_profile"].sensitivity == "public"
+    assert catalog.views["person_location"].sensitivity == "confidential"
     assert "ranking_model_v1" in catalog.services
     refs = catalog.resolve_service("ranking_model_v1")
     assert {r.view.name for r in refs} == {"user_purchase_behavior", "user_context", "item_popularity"}
+
+
+def test_identity_keyed_views_and_lookups_are_checked_against_their_sources(tmp_path):
+    body = (
+        HEADER.replace("FeatureView", "FeatureView, Lookup, ThroughIdentity")
+        + """
+def categories(raw):
+    return raw.select("user_id", pl.lit("x").alias("kind"))
+
+view = FeatureView(name="by_person", entity=user, source=clicks, owner="team:ml", description="Clicks",
+                   features=(Feature(name="clicks", dtype=pl.Int64, description="Clicks in the window"),),
+                   transformation=per_user, windows=(timedelta(days=7),),
+                   identity=ThroughIdentity(ids=("user_id", "cookie"), own="cookie"),
+                   lookups=(Lookup(name="kinds", source="nowhere", key="user_id", columns={"k": pl.String},
+                                   derive=categories),
+                            Lookup(name="kinds2", source=clicks, key="sku", columns={"n": pl.String},
+                                   derive=categories)))
+"""
+    )
+    problems = "\n".join(problems_of(tmp_path, views=body))
+    assert "is keyed by 'person_id'" in problems and "join key 'user_id'" in problems
+    assert "columns ['cookie'] are not in source 'clicks'" in problems
+    assert "lookup 'kinds': unknown source 'nowhere'" in problems
+    assert "lookup 'kinds2': key 'sku' is not a column of source 'clicks'" in problems
+    assert "lookup 'kinds2': columns ['n'] already exist" in problems
+    assert "derive does not produce 'n'" in problems and "derive does not produce 'valid_from'" in problems
 
 
 def test_a_valid_package_loads(tmp_path):

@@ -90,13 +90,19 @@ def test_categories_come_from_descriptions_by_ordered_keyword_rules():
     )
     got = pl.select(categorize(pl.lit(descriptions))).to_series().to_list()
     assert got == ["lighting", "bags", "christmas", "other", "other"]
+    t0 = datetime(2011, 1, 5, 9, tzinfo=UTC)
     retail = pl.LazyFrame(
         {
-            "stock_code": ["85123A", "85123A", "85123A", "22423"],
-            "description": ["WHITE HANGING HEART T-LIGHT HOLDER", "WHITE HANGING HEART T-LIGHT HOLDER", "?", None],
+            "stock_code": ["85123A", "85123A", "85123A", "22423", "22086", "POST"],
+            "description": ["HEART T-LIGHT HOLDER", "JUMBO BAG", "XMAS HEART", "REGENCY CAKESTAND", None, "POSTAGE"],
+            "quantity": [6, 2, 1, -1, 4, 1],
+            "unit_price": [2.55, 1.0, 0.0, 12.75, 2.1, 18.0],
+            "invoice_date": [t0 + timedelta(days=d) for d in (3, 1, 0, 2, 0, 0)],
         }
     )
-    assert item_categories(retail).collect().rows() == [("85123A", "lighting")]
+    # 85123A: its first sale (the XMAS line has price 0: not a sale) says BAG; 22423 was only cancelled,
+    # 22086 has no description, POST is no product: no category.
+    assert item_categories(retail).collect().rows() == [("85123A", "bags", t0 + timedelta(days=1))]
 
 
 def test_the_sensitive_location_is_the_most_seen_country():

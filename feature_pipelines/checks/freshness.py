@@ -31,8 +31,15 @@ class PartitionHealth:
 
 
 def partition_health(
-    view: FeatureView, catalog: Catalog, raw: pl.DataFrame, frame: pl.DataFrame, days: list[date]
+    view: FeatureView,
+    catalog: Catalog,
+    raw: pl.DataFrame,
+    frame: pl.DataFrame,
+    days: list[date],
+    active: pl.DataFrame | None = None,
 ) -> list[PartitionHealth]:
+    """`active`: (join key, event_date) of the entities active each day, when the raw rows do not carry the
+    key (an identity-keyed view's persons: `enrichment.active_persons`)."""
     source = catalog.source_of(view)
     key = catalog.entity_of(view).join_key
     times = raw[source.event_time_column].sort()
@@ -41,7 +48,9 @@ def partition_health(
     last_before = times.search_sorted(ends, side="left").to_list()
     # Entities active on each day, and those of them that got a row in that day's partition: two joins,
     # not one scan of the frame per day.
-    active = view.prepare(raw.lazy()).select(key, EVENT_DATE).unique().filter(pl.col(EVENT_DATE).is_in(names)).collect()
+    if active is None:
+        active = view.prepare(raw.lazy()).select(key, EVENT_DATE).unique().collect()
+    active = active.filter(pl.col(EVENT_DATE).is_in(names))
     got = frame.select(key, pl.col(PARTITION_DATE).alias(EVENT_DATE))
     active_n = dict(active.group_by(EVENT_DATE).len().iter_rows())
     covered_n = dict(active.join(got, on=[key, EVENT_DATE], how="semi").group_by(EVENT_DATE).len().iter_rows())

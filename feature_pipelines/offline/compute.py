@@ -21,6 +21,7 @@ from datetime import UTC, date, datetime, time, timedelta
 import polars as pl
 
 from feature_pipelines.catalog import Catalog
+from feature_pipelines.offline.enrichment import ViewInputs, check_inputs, enrich
 from feature_pipelines.spec import EVENT_TIMESTAMP, PARTITION_DATE, FeatureView, WindowContext, output_schema
 
 INT64_MAX = 2**63 - 1
@@ -67,22 +68,33 @@ def raw_days_before(view: FeatureView) -> int:
     return (day - raw_range_for(view, day, day)[0]).days
 
 
-def compute_partitions(view: FeatureView, catalog: Catalog, raw: pl.DataFrame, days: list[date]) -> pl.DataFrame:
-    """Rows for every day in `days`, sorted by (partition, entity) so a re-run writes identical files."""
+def compute_partitions(
+    view: FeatureView, catalog: Catalog, raw: pl.DataFrame, days: list[date], inputs: ViewInputs | None = None
+) -> pl.DataFrame:
+    """Rows for every day in `days`, sorted by (partition, entity) so a re-run writes identical files.
+
+    `inputs` holds what the view declares besides its source (`FeatureView.identity`, `lookups`): the alias
+    map and the derived lookups; each partition's window is joined to them as of the partition's end."""
     source = catalog.source_of(view)
     entity = catalog.entity_of(view)
+    inputs = inputs or ViewInputs()
+    check_inputs(view, inputs)
     ts = source.event_time_column
     # Prepare once, sort by event time once; each partition's window is then a zero-copy slice.
     prepared = view.prepare(raw.lazy()).sort(ts, *[c for c in raw.columns if c != ts]).collect()
     times = prepared[ts]
     check_overflow(view, catalog, prepared, times, days)
+    enriched = bool(view.identity or view.lookups)
     frames = []
     for day in days:
         end = partition_end(day)
         lo, hi = times.search_sorted(pl.Series([end - view.lookback, end]), side="left").to_list()
         ctx = WindowContext(as_of=end, windows=view.windows)
+        window = prepared.slice(lo, hi - lo)
+        if enriched:
+            window = enrich(view, window, inputs, end).events
         frames.append(
-            view.transformation(prepared.slice(lo, hi - lo).lazy(), ctx).with_columns(
+            view.transformation(window.lazy(), ctx).with_columns(
                 pl.lit(end, dtype=pl.Datetime("us", "UTC")).alias(EVENT_TIMESTAMP),
                 pl.lit(day.isoformat()).alias(PARTITION_DATE),
             )

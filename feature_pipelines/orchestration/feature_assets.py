@@ -18,7 +18,8 @@ from feature_pipelines.offline.compute import (
     raw_days_before,
     raw_range_for,
 )
-from feature_pipelines.orchestration.asset_keys import feature_key, raw_key
+from feature_pipelines.offline.enrichment import MissingInputError, active_persons, read_inputs
+from feature_pipelines.orchestration.asset_keys import feature_key, identity_key, raw_key
 from feature_pipelines.orchestration.feature_checks import (
     GX_CHECK,
     WARN,
@@ -49,16 +50,23 @@ def build_feature_asset(view: FeatureView, catalog: Catalog) -> dg.AssetsDefinit
     key = feature_key(view)
     lineage_deps = lineage.column_lineage(view, catalog)
 
+    window = dg.TimeWindowPartitionMapping(start_offset=-raw_days_before(view), end_offset=0)
+    deps = [
+        # Partition D reads exactly the raw days its window touches (`raw_range_for`): a late raw day
+        # re-dirties every feature partition whose window contains it, and no other.
+        dg.AssetDep(raw_key(source), partition_mapping=window)
+    ]
+    if view.identity is not None:
+        # Partition D resolves persons as known at its end: the identity graph with day D folded in.
+        deps.append(dg.AssetDep(identity_key("alias_map"), partition_mapping=dg.TimeWindowPartitionMapping()))
+    lookup_sources = [catalog.sources[n] for n in dict.fromkeys(lookup.source_name for lookup in view.lookups)]
+    for lookup_source in lookup_sources:
+        if lookup_source.name != source.name:
+            deps.append(dg.AssetDep(raw_key(lookup_source), partition_mapping=window))
+
     @dg.asset(
         key=key,
-        deps=[
-            dg.AssetDep(
-                raw_key(source),
-                # Partition D reads exactly the raw days its window touches (`raw_range_for`): a late raw day
-                # re-dirties every feature partition whose window contains it, and no other.
-                partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-raw_days_before(view), end_offset=0),
-            )
-        ],
+        deps=deps,
         partitions_def=partitions_for(source),
         backfill_policy=POLICY,
         retry_policy=RETRY,
@@ -92,9 +100,15 @@ def build_feature_asset(view: FeatureView, catalog: Catalog) -> dg.AssetsDefinit
             completeness.require_complete(view, source, raw_uri, days)
         except completeness.IncompleteWindowError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from exc
+        try:  # the identity graph and lookups a view declares, read once for the run
+            extra = read_inputs(view, catalog, store.settings, days[-1])
+            for lookup_source in lookup_sources:
+                completeness.require_complete(view, lookup_source, store.settings.raw_table(lookup_source.name), days)
+        except (MissingInputError, completeness.IncompleteWindowError) as exc:
+            raise dg.Failure(description=str(exc), allow_retries=False) from exc
         raw = delta.read_partitions(raw_uri, EVENT_DATE, raw_first, raw_last, raw_version)
         try:
-            frame = compute_partitions(view, catalog, raw, days)
+            frame = compute_partitions(view, catalog, raw, days, extra.inputs)
         except IntegerOverflowError as exc:  # the data decides: a retry would wrap again
             raise dg.Failure(description=str(exc), allow_retries=False) from exc
         # Consent at each partition's instant, as known now, and erasures: left out before the gate.
@@ -170,6 +184,7 @@ def build_feature_asset(view: FeatureView, catalog: Catalog) -> dg.AssetsDefinit
                     "partitions": span,
                     "source_table": raw_uri,
                     "source_version": str(raw_version),
+                    **extra.versions,
                     "definition_hash": view.definition_hash(),
                     "code_hash": view.code_hash(),
                     "offline_lookback_s": str(view.offline_lookback.total_seconds()),
@@ -198,7 +213,14 @@ def build_feature_asset(view: FeatureView, catalog: Catalog) -> dg.AssetsDefinit
             ),
             drift_check(view, reference, frame, days[-1]),
             outlier_check(view, entity.join_key, reference, frame, days[-1]),
-            *health_checks(view, catalog, raw, frame, days),
+            *health_checks(
+                view,
+                catalog,
+                raw,
+                frame,
+                days,
+                active_persons(view, raw, extra.inputs, days) if view.identity else None,
+            ),
         ]
         yield dg.MaterializeResult(
             metadata={

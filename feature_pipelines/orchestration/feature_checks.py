@@ -153,12 +153,18 @@ def drift_check(view: FeatureView, reference: pl.DataFrame, frame: pl.DataFrame,
 
 
 def health_checks(
-    view: FeatureView, catalog: Catalog, raw: pl.DataFrame, frame: pl.DataFrame, days: list[date]
+    view: FeatureView,
+    catalog: Catalog,
+    raw: pl.DataFrame,
+    frame: pl.DataFrame,
+    days: list[date],
+    active: pl.DataFrame | None = None,
 ) -> list[dg.AssetCheckResult]:
     """Source freshness and completeness over every partition of the run. Each headline value describes
     the verdict's scope: the worst partition of the run (named beside it), not the newest one, so a check
-    failing over three days never shows the fine value of the last."""
-    health = freshness.partition_health(view, catalog, raw, frame, days)
+    failing over three days never shows the fine value of the last. `active`: the persons of an
+    identity-keyed view, resolved as the view resolves them (completeness counts those)."""
+    health = freshness.partition_health(view, catalog, raw, frame, days, active)
     limit = view.max_source_lag
     span = f"{health[0].partition}..{health[-1].partition}"
     stale = [h for h in health if h.source_lag is None or h.source_lag > limit]

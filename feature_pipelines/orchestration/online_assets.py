@@ -1,8 +1,10 @@
-"""Online push assets: the newest partition of a view's run, published to Redis as a new version."""
+"""Online push assets: the newest partition of a view's run, published to Redis as a new version (with the
+alias keys of its persons for a view keyed through the identity graph)."""
 
 import dagster as dg
 
 from feature_pipelines.catalog import Catalog
+from feature_pipelines.identity.stitch import IdentityStore
 from feature_pipelines.online.layout import OnlineLayout
 from feature_pipelines.online.store import Outcome
 from feature_pipelines.orchestration.asset_keys import feature_key, online_key
@@ -10,7 +12,7 @@ from feature_pipelines.orchestration.feature_checks import consistency_check, co
 from feature_pipelines.orchestration.partitions import POLICY, REDIS_POOL, RETRY, partitions_for, run_days
 from feature_pipelines.orchestration.resources import FeatureStoreResource
 from feature_pipelines.privacy.policy import OnlineGuard, PrivacyPolicy
-from feature_pipelines.publish import publish
+from feature_pipelines.publish import AliasSource, publish
 from feature_pipelines.spec import FeatureView
 
 ROUNDTRIP_CHECK = "roundtrip"
@@ -58,6 +60,9 @@ def build_online_asset(view: FeatureView, catalog: Catalog) -> dg.AssetsDefiniti
             definition_hash=view.definition_hash(),
             sample=view.skew_sample,
             guard=OnlineGuard(PrivacyPolicy(catalog, store.settings), online),
+            # A person-keyed view is served by any of a person's ids: every push writes the alias keys of the
+            # alias map's current facts, so a merge or an un-merge reaches serving with the next push.
+            aliases=AliasSource(IdentityStore(store.settings.lake_dir).uri("alias_map")) if view.identity else None,
         )
         written, promotion, roundtrip = published.written, published.promotion, published.roundtrip
         check_meta = {

@@ -76,7 +76,8 @@ def json_cursor(folder) -> str:
 def landing_catalog(catalog, folder, start=date(2011, 2, 1), end=date(2011, 3, 1)):
     source = catalog.sources["online_retail"]
     landing = dataclasses.replace(source, location=str(folder / "*.parquet"), start=start, end=end)
-    return dataclasses.replace(catalog, sources={source.name: landing})
+    views = {n: v for n, v in catalog.views.items() if v.source_name == source.name}  # the retail views only
+    return dataclasses.replace(catalog, sources={source.name: landing}, views=views)
 
 
 def drop_day(folder, day: str) -> str:
