@@ -28,10 +28,17 @@ STATIC = [
     "online",
     "online_ttl",
     "offline_lookback",
+    "retention",
+    "raw_retention",
     "version",
     "deprecated",
 ]
 LIVE = ["last_materialized", "newest_partition", "freshness"]
+
+
+def _kept(value: timedelta | None) -> str:
+    """A retention: its duration, or `kept` when none is declared (rows stay until one is)."""
+    return "kept" if value is None else _duration(value)
 
 
 def _duration(value: timedelta | None) -> str:
@@ -61,6 +68,8 @@ def rows(catalog: Catalog, table_uri=None, now: datetime | None = None) -> list[
                 "online": view.online,
                 "online_ttl": _duration(view.online_ttl) if view.online else "-",
                 "offline_lookback": _duration(view.offline_lookback),
+                "retention": _kept(view.retention),
+                "raw_retention": _kept(catalog.source_of(view).retention),
                 "version": view.version,
                 "deprecated": feat.deprecated or "-",
             }
@@ -94,6 +103,10 @@ def render(listing: list[dict[str, Any]], fmt: str) -> str:
             "Generated from `feature_defs/` by `fstore catalog --format markdown --static --output docs/catalog.md`;",
             "a test fails when it is out of date. Run `fstore catalog` for the live state (last materialization,",
             "freshness).",
+            "",
+            "Three TTLs per view: `online_ttl` (Redis key expiry), `retention` (how long the feature table keeps a",
+            "partition) and `raw_retention` (how long the source's raw rows are kept); `kept`: no retention declared",
+            "(rows stay until one is). `offline_lookback` is how old a partition a point-in-time join may use.",
             "",
             "| " + " | ".join(columns) + " |",
             "|" + "---|" * len(columns),

@@ -919,6 +919,29 @@ def erase(
 
 
 @app.command()
+def retention(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="only count what would be deleted")] = False,
+    as_of: Annotated[str | None, typer.Option(help="count ages from this ISO time instead of now")] = None,
+) -> None:
+    """Delete raw, quarantined and feature rows older than their declared retention (the catalog's
+    `retention` and `raw_retention`); audited. The Dagster schedule `retention_daily` runs it every day."""
+    from feature_pipelines.privacy.retention import enforce
+    from feature_pipelines.settings import Settings
+
+    catalog = _catalog()
+    at = datetime.fromisoformat(as_of).astimezone(UTC) if as_of else None
+    done = enforce(catalog, Settings(), by=_user(), at=at, dry_run=dry_run)
+    if not done:
+        console.print("no source or view declares a retention: nothing expires")
+    verb = "would delete" if dry_run else "deleted"
+    for e in done:
+        console.print(
+            f"{e.expiry.kind} {e.expiry.owner} (keeps {e.expiry.retention_days}d, from {e.expiry.cutoff}): "
+            f"{verb} {e.rows} rows, {e.files_rewritten} files rewritten"
+        )
+
+
+@app.command()
 def purge(
     keep_hours: Annotated[float, typer.Option(help="keep files replaced within this many hours (time travel)")] = 24.0,
 ) -> None:

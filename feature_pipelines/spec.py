@@ -163,6 +163,10 @@ class BatchSource:
             without an explicit override (`fstore ingest --allow-shrink`, run tag `allow_shrink=true`).
         closures: days, (first, last) ranges or weekday names ("Saturday") on which the source is expected to
             be silent (holidays, a shop closed on Saturdays).
+        retention: how long raw rows (and quarantined ones) are kept, counted from their event day to the
+            clock: the daily retention job deletes older days (`feature_pipelines.privacy.retention`) and the
+            purge vacuums them. Whole days; longer than the lookback of every view reading the source. None:
+            kept until a retention is declared.
     """
 
     name: str
@@ -182,6 +186,7 @@ class BatchSource:
     max_bad_fraction: float = 0.01
     max_shrink: float = 0.5
     closures: tuple[date | tuple[date, date] | str, ...] = ()
+    retention: timedelta | None = None
     defined_at: str = field(default="", compare=False, repr=False)
 
     def column(self, source_name: str) -> str:
@@ -343,6 +348,10 @@ class FeatureView:
         freshness_sla: how long after its day ends a partition must be in Delta and serving in Redis.
         purposes: names of the `Purpose`s its rows serve; required for views of a `personal` entity. A
             subject without consent for every one of them is left out at compute, push, serve and train.
+        retention: how long its feature table keeps a partition, counted from the partition's day to the
+            clock (the daily retention job deletes older ones). Whole days, at least `offline_lookback`.
+            None: kept until a retention is declared. With `online_ttl` (Redis) and the source's retention
+            (raw rows) it is one of the three TTLs the catalog shows.
     """
 
     name: str
@@ -365,6 +374,7 @@ class FeatureView:
     skew_sample: int = 200
     freshness_sla: timedelta = timedelta(hours=12)
     purposes: tuple[str, ...] = ()
+    retention: timedelta | None = None
     defined_at: str = field(default="", compare=False, repr=False)
 
     @property
@@ -413,8 +423,8 @@ class FeatureView:
         payload = {
             f.name: repr(getattr(self, f.name))
             for f in fields(self)
-            # Purposes decide whose rows are kept, not what a kept row's values are.
-            if f.name not in ("transformation", "prepare", "defined_at", "purposes")
+            # Purposes decide whose rows are kept, retention how long; neither changes a kept row's values.
+            if f.name not in ("transformation", "prepare", "defined_at", "purposes", "retention")
         }
         payload["code"] = self.code_hash()
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
