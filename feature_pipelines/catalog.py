@@ -361,6 +361,7 @@ def validate(catalog: Catalog) -> list[str]:
         refs, found, warned = resolve(service, catalog, catalog.locks.get(service.name, {}))
         problems.extend(found)
         problems.extend(_validate_service_purpose(where, service, refs, catalog))
+        problems.extend(_validate_consumers(where, service))
         warnings.extend(warned)
     catalog.warnings = warnings
     for ts in catalog.training_sets.values():
@@ -434,6 +435,19 @@ def _validate_view_purposes(view: FeatureView, catalog: Catalog) -> list[str]:
             f"(FeatureView(purposes=(...)), one of {sorted(catalog.purposes)}), consent is checked against them"
         )
     return problems
+
+
+def _validate_consumers(where: str, service: FeatureService) -> list[str]:
+    """Consumers become Redis ACL users (`fstore acl`): `kind:name`, lower case, e.g. `team:ranking`."""
+    from feature_pipelines.privacy.acl import CONSUMER
+
+    if isinstance(service.consumers, str):
+        return [f"{where}: consumers must be a tuple of names, got the string {service.consumers!r}"]
+    return [
+        f"{where}: consumer {c!r} must be 'kind:name' in lower case (e.g. 'team:ranking', 'service:search-api')"
+        for c in service.consumers
+        if not isinstance(c, str) or not CONSUMER.match(c)
+    ]
 
 
 def _validate_service_purpose(

@@ -16,6 +16,7 @@ from feature_pipelines.catalog import Catalog
 from feature_pipelines.offline import history
 from feature_pipelines.offline.compute import partition_end
 from feature_pipelines.offline.delta import table_version
+from feature_pipelines.online.layout import namespace_for
 from feature_pipelines.spec import PARTITION_DATE
 
 STATIC = [
@@ -25,6 +26,7 @@ STATIC = [
     "description",
     "owner",
     "sensitivity",
+    "namespace",
     "online",
     "online_ttl",
     "offline_lookback",
@@ -65,6 +67,7 @@ def rows(catalog: Catalog, table_uri=None, now: datetime | None = None) -> list[
                 "description": feat.description,
                 "owner": view.owner,
                 "sensitivity": feat.sensitivity or view.sensitivity,
+                "namespace": namespace_for(view.namespace_sensitivity) if view.online else "-",
                 "online": view.online,
                 "online_ttl": _duration(view.online_ttl) if view.online else "-",
                 "offline_lookback": _duration(view.offline_lookback),

@@ -919,6 +919,43 @@ def erase(
 
 
 @app.command()
+def acl(
+    apply_: Annotated[bool, typer.Option("--apply", help="set the users on the Redis (ACL SETUSER)")] = False,
+    url: Annotated[
+        str | None, typer.Option(help="an admin URL of the Redis to apply to; default the configured one")
+    ] = None,
+    reason: ReasonOpt = "",
+) -> None:
+    """Redis ACL users from the spec: one per feature-service consumer, reading exactly its views' keys.
+    Without --apply, prints each user's rules; passwords come from FS_ACL_PASSWORD_<USER> and are never shown."""
+    from feature_pipelines.online.connection import connect
+    from feature_pipelines.privacy.acl import AclError, password_variable, users
+    from feature_pipelines.privacy.acl import apply as apply_users
+    from feature_pipelines.settings import Settings
+
+    catalog = _catalog()
+    settings = Settings() if url is None else Settings(redis_url=url)
+    if not apply_:
+        for user in users(catalog):
+            console.print(
+                f"[bold]{user.name}[/bold] (consumer {user.consumer}; services {', '.join(user.services)}; "
+                f"password from {password_variable(user.consumer)})"
+            )
+            sys.stdout.write("ACL SETUSER " + " ".join([user.name, *user.rules()]) + "\n")
+        return
+    try:
+        done = apply_users(connect(settings.redis_url), catalog, settings, by=_user(), reason=reason)
+    except AclError as exc:
+        errors.print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(2) from exc
+    for a in done:
+        detail = "".join(
+            [f"\n  + {' '.join(a.added)}" if a.added else "", f"\n  - {' '.join(a.removed)}" if a.removed else ""]
+        )
+        console.print(f"{a.user}: {a.change}{escape(detail)}")
+
+
+@app.command()
 def retention(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="only count what would be deleted")] = False,
     as_of: Annotated[str | None, typer.Option(help="count ages from this ISO time instead of now")] = None,

@@ -390,6 +390,14 @@ class FeatureView:
         return [f.name for f in self.features]
 
     @property
+    def namespace_sensitivity(self) -> str:
+        """The most sensitive of the view's own sensitivity and its features': it decides the Redis namespace,
+        so one confidential feature makes the whole view readable only by those granted confidential data
+        (a feature's sensitivity is never weaker than its view's: a lower one changes nothing)."""
+        declared = [self.sensitivity, *(f.sensitivity for f in self.features if f.sensitivity)]
+        return max(declared, key=lambda s: SENSITIVITIES.index(s) if s in SENSITIVITIES else -1)
+
+    @property
     def lookback(self) -> timedelta:
         """How much raw history one partition's computation reads."""
         return max(self.windows, default=timedelta(days=1))
@@ -441,13 +449,17 @@ class FeatureService:
     and serving and training refuse a deployment that does not match it.
 
     `purpose` names the `Purpose` the model serves; every view it consumes must declare it (required when
-    it consumes a view of a `personal` entity). Training sets leave out subjects without consent for it."""
+    it consumes a view of a `personal` entity). Training sets leave out subjects without consent for it.
+
+    `consumers` names who reads the service online (`"team:ranking"`, `"service:search-api"`): each gets a
+    Redis ACL user (`fstore acl`) that may read exactly the keys of the views its services consume."""
 
     name: str
     features: tuple[str, ...]
     owner: str
     description: str
     purpose: str | None = None
+    consumers: tuple[str, ...] = ()
     defined_at: str = field(default="", compare=False, repr=False)
 
 

@@ -31,7 +31,7 @@ def build_online_asset(view: FeatureView, catalog: Catalog) -> dg.AssetsDefiniti
         group_name="online",
         kinds={"redis"},
         owners=[view.owner],
-        tags={"sensitivity": view.sensitivity},
+        tags={"sensitivity": view.namespace_sensitivity},
         description=f"Newest partition of {view.deployed_name} in Redis, as a new version promoted atomically.",
         metadata={"key_namespace": schema.namespace, "ttl_seconds": schema.ttl_seconds or 0},
         check_specs=[
