@@ -144,3 +144,40 @@ def test_the_daily_retention_asset(catalog, settings, tmp_path, pg_instance, red
     parts = delta.scan(settings.feature_table("user_context")).select(PARTITION_DATE).collect()[PARTITION_DATE]
     assert parts.min() == "2011-03-03"
     assert AuditLog(settings.privacy_table("audit")).read(action="retention")["by"][0].startswith("dagster run ")
+
+
+def test_the_daily_purge_and_the_overdue_check(catalog, settings, store, pg_instance, redis_url, monkeypatch):
+    """An erasure past its purge date fails `no_overdue_purge` until the purge job has vacuumed the lake."""
+    from feature_pipelines.orchestration.privacy_assets import PURGE_JOB, PURGE_KEY
+    from feature_pipelines.privacy.erasure import erase
+
+    monkeypatch.setenv("FS_ERASURE_PURGE_DAYS", "0")  # due at once: overdue as soon as it is erased
+    write_partition(settings, "2011-03-01", [12346, 12347])
+    erase(catalog, settings.model_copy(update={"erasure_purge_days": 0}), store, "12346", entity="customer", by="t")
+    privacy = build_privacy_defs(catalog)
+    assert {s.name: (s.job_name, s.default_status) for s in privacy.schedules} == {
+        "retention_daily": (RETENTION_JOB, dg.DefaultScheduleStatus.RUNNING),
+        "purge_daily": (PURGE_JOB, dg.DefaultScheduleStatus.RUNNING),
+    }
+    defs = dg.Definitions.merge(
+        privacy,
+        dg.Definitions(
+            jobs=[dg.define_asset_job("only_check", selection=dg.AssetSelection.checks_for_assets(PURGE_KEY))],
+            resources={"store": FeatureStoreResource(lake_dir=str(settings.lake_dir), redis_url=redis_url)},
+        ),
+    )
+    checked = defs.resolve_job_def("only_check").execute_in_process(instance=pg_instance)
+    (evaluation,) = checked.get_asset_check_evaluations()
+    assert not evaluation.passed and evaluation.metadata["overdue_erasures"].value == 1
+    assert evaluation.metadata["by_entity"].value == {"customer": 1}
+    assert "12346" not in json.dumps({k: str(v.value) for k, v in evaluation.metadata.items()})
+
+    purged = defs.resolve_job_def(PURGE_JOB).execute_in_process(
+        instance=pg_instance, run_config={"ops": {"privacy__purge": {"config": {"keep_hours": 0}}}}
+    )
+    assert purged.success
+    assert purged.asset_materializations_for_node("privacy__purge")[0].metadata["files_removed"].value > 0
+    (after,) = purged.get_asset_check_evaluations()
+    assert after.passed and after.metadata["overdue_erasures"].value == 0
+    latest = pg_instance.get_latest_asset_check_evaluation_record(dg.AssetCheckKey(PURGE_KEY, "no_overdue_purge"))
+    assert latest.event.dagster_event.event_specific_data.passed  # what the UI shows on the asset
