@@ -96,7 +96,8 @@ def build_online_asset(view: FeatureView, catalog: Catalog) -> dg.AssetsDefiniti
             },
             check_results=[
                 dg.AssetCheckResult(check_name=ROUNDTRIP_CHECK, passed=True, metadata=check_meta),
-                consistency_check(view, store.online_store(layout)),  # after the promotion: serving vs training
+                # After the promotion: serving vs training, for the subjects the policy still lets it serve.
+                consistency_check(view, online, OnlineGuard(PrivacyPolicy(catalog, store.settings), online)),
             ],
         )
 
