@@ -893,19 +893,32 @@ def erase(
     entity: EntityOpt = None,
     reason: ReasonOpt = "",
 ) -> None:
-    """Erase SUBJECT: gone from serving at once (every view, version and namespace), deleted from every raw,
+    """Erase SUBJECT (with --entity person: a person id or any of its aliases, `type:value` or a value): gone from serving at once (every view, version and namespace), deleted from every raw,
     quarantine, feature and consent table, tombstoned so nothing writes it again; physically purged by
     `fstore purge` within the declared purge window (FS_ERASURE_PURGE_DAYS)."""
     from feature_pipelines.privacy.consent import ConsentError
     from feature_pipelines.privacy.consent_change import personal_entity
     from feature_pipelines.privacy.erasure import ErasureError
     from feature_pipelines.privacy.erasure import erase as run_erase
+    from feature_pipelines.privacy.person_erasure import PERSON_KEY, erase_person
     from feature_pipelines.settings import Settings
 
     catalog = _catalog()
     settings = Settings()
     try:
         name = entity if entity in catalog.entities else personal_entity(catalog, entity)
+        if catalog.entities[name].join_key == PERSON_KEY:  # a person, named by its id or any alias
+            person = erase_person(
+                catalog, settings, _store(catalog, settings), subject, entity=name, by=_user(), reason=reason
+            )
+            kinds = sorted({k for k, _ in person.identifiers})
+            console.print(
+                f"person {person.person_id} erased with {len(person.identifiers)} identifiers ({', '.join(kinds)}): "
+                f"{person.redis_keys_removed} online keys removed (data and alias keys); {person.rows_deleted} Delta "
+                f"rows deleted (identity, behaviour events, {len(person.customers)} customers' rows); identifiers "
+                f"tombstoned, never stitched again; physically purged within {settings.erasure_purge_days:g} days"
+            )
+            return
         done = run_erase(catalog, settings, _store(catalog, settings), subject, entity=name, by=_user(), reason=reason)
     except (ConsentError, ErasureError) as exc:
         errors.print(f"[red]{escape(str(exc))}[/red]")

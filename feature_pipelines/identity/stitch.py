@@ -21,6 +21,7 @@ import polars as pl
 
 from feature_pipelines.identity import alias_map, edges, graph
 from feature_pipelines.offline import delta
+from feature_pipelines.privacy.tombstones import without_erased_identifiers
 
 TABLES = ("identifiers", "links", "edges", "violations", "retractions", "persons", "alias_map")
 RETRACTION_SCHEMA = {
@@ -84,14 +85,14 @@ class IdentityStore:
     # -- runs -------------------------------------------------------------------------------------------
     def full(self, events: pl.LazyFrame | pl.DataFrame, now: datetime | None = None) -> RunSummary:
         """Recompute every person from `events` (the whole history); the alias map keeps its past facts."""
-        ev = events.lazy()
+        ev = without_erased_identifiers(events.lazy(), self.root.parent, edges.IDENTIFIER_TYPES)  # erased: never again
         ids = edges.identifiers(ev).collect().sort("identifier_type", "identifier")
         lk = edges.links(ev).collect().sort("anonymous_id", "other_type", "other")
         return self._commit(ids, lk, None, _count(ev), now)
 
     def update(self, events: pl.LazyFrame | pl.DataFrame, now: datetime | None = None) -> RunSummary:
         """Fold new events (a day) into the graph, recomputing only the persons they touch."""
-        ev = events.lazy()
+        ev = without_erased_identifiers(events.lazy(), self.root.parent, edges.IDENTIFIER_TYPES)  # erased: never again
         day_ids = edges.identifiers(ev).collect()
         day_links = edges.links(ev).collect()
         ids = edges.merge_identifiers(self.read("identifiers"), day_ids)

@@ -29,14 +29,13 @@ import redis
 from feature_pipelines.catalog import Catalog
 from feature_pipelines.online.layout import ViewKeys, deny_key, namespace_for
 from feature_pipelines.privacy.audit import AuditLog
+from feature_pipelines.privacy.person_erasure import PERSON_KEY
 from feature_pipelines.settings import Settings
 from feature_pipelines.spec import FeatureView
 
 USER_PREFIX = "fs-"
 READ_COMMANDS = ("get", "mget", "hget", "hmget", "exists")
 ALIAS_COMMAND = "fcall_ro"
-PERSON_KEY = "person_id"
-"""The join key of the identity graph's persons: their views are read by alias (`FCALL_RO fs_get_by_alias`)."""
 CONSUMER = re.compile(r"^[a-z][a-z0-9]*:[a-z0-9][a-z0-9_.-]*$")
 
 

@@ -127,7 +127,7 @@ def test_the_daily_retention_asset(catalog, settings, tmp_path, pg_instance, red
     lake(catalog, settings, tmp_path)
     cat = with_retention(catalog, RAW_DAYS, VIEW_DAYS)
     defs = build_privacy_defs(cat)
-    schedule = next(iter(defs.schedules))
+    schedule = next(s for s in defs.schedules if s.name == "retention_daily")
     assert schedule.cron_schedule == "30 3 * * *" and schedule.job_name == RETENTION_JOB
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     job = dg.Definitions.merge(
