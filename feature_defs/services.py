@@ -12,6 +12,8 @@ ranking_model_v1 = FeatureService(
     ),
     owner="team:personalization",
     purpose="personalization",
+    # Who reads it online: `fstore acl` gives each a Redis user that reads exactly these views' keys.
+    consumers=("team:ranking",),
     description="Ranks candidate items for a customer: the customer's behaviour and context, the item's pull.",
 )
 

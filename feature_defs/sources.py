@@ -50,6 +50,8 @@ online_retail = BatchSource(
         date(2011, 5, 30),
         date(2011, 8, 29),
     ),
+    # No `retention=`: retention counts from the clock, and this is a closed public dataset of 2010-2011;
+    # any retention under fifteen years would delete it whole. A live source declares one (days).
     owner="team:data-platform",
     description="UCI Online Retail invoice lines (customer buckets 0-5), Dec 2010 to Dec 2011, GBP prices.",
 )

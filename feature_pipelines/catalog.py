@@ -349,6 +349,7 @@ def validate(catalog: Catalog) -> list[str]:
         if source.format not in ("parquet", "csv"):
             problems.append(f"{where}: unknown format {source.format!r} (parquet or csv)")
         problems.extend(_validate_source_contracts(where, source, catalog))
+        problems.extend(_validate_source_retention(where, source, catalog))
     for entity in catalog.entities.values():
         problems.extend(_validate_entity_keys(f"{entity.defined_at}: Entity {entity.name!r}", entity))
     for view in catalog.views.values():
@@ -363,6 +364,7 @@ def validate(catalog: Catalog) -> list[str]:
         refs, found, warned = resolve(service, catalog, catalog.locks.get(service.name, {}))
         problems.extend(found)
         problems.extend(_validate_service_purpose(where, service, refs, catalog))
+        problems.extend(_validate_consumers(where, service))
         warnings.extend(warned)
     catalog.warnings = warnings
     for ts in catalog.training_sets.values():
@@ -373,6 +375,51 @@ def validate(catalog: Catalog) -> list[str]:
         if not Path(ts.resolve_labels(catalog.base_dir)).exists():
             problems.append(f"{where}: label table {ts.resolve_labels(catalog.base_dir)} does not exist")
     return problems
+
+
+def _retention_problem(where: str, retention: object) -> str | None:
+    """Retention deletes whole daily partitions: a positive whole number of days, within ten years."""
+    if retention is None:
+        return None
+    if not isinstance(retention, timedelta):
+        return f"{where}: retention must be a timedelta (e.g. timedelta(days=400)) or None, got {retention!r}"
+    if retention < timedelta(days=1) or retention % timedelta(days=1):
+        return f"{where}: retention must be a whole number of days, at least one, got {retention}"
+    if retention > timedelta(days=3650):
+        return f"{where}: retention of {retention.days} days is over ten years"
+    return None
+
+
+def _validate_source_retention(where: str, source: BatchSource, catalog: Catalog) -> list[str]:
+    """Raw rows must outlive the longest window reading them, or the newest partition is computed from a
+    window retention has already cut."""
+    if (problem := _retention_problem(where, source.retention)) is not None:
+        return [problem]
+    if source.retention is None:
+        return []
+    return [
+        f"{where}: retention {source.retention.days}d does not cover the {view.lookback.days}d lookback of view "
+        f"{view.deployed_name!r} ({view.defined_at}): keep raw rows at least one day longer than it reads"
+        for view in catalog.views_of(source)
+        if source.retention <= view.lookback
+    ]
+
+
+def _validate_view_retention(where: str, view: FeatureView) -> list[str]:
+    """A point-in-time join reads partitions up to `offline_lookback` old: retention may not cut them."""
+    if (problem := _retention_problem(where, view.retention)) is not None:
+        return [problem]
+    lookback = view.offline_lookback
+    if view.retention is not None and isinstance(lookback, timedelta) and view.retention < lookback:
+        return [
+            f"{where}: retention {view.retention.days}d is shorter than its offline_lookback "
+            f"{_days(lookback)}: training joins would find partitions already deleted"
+        ]
+    return []
+
+
+def _days(value: timedelta) -> str:
+    return f"{value.days}d" if not value % timedelta(days=1) else str(value)
 
 
 def _validate_view_purposes(view: FeatureView, catalog: Catalog) -> list[str]:
@@ -391,6 +438,19 @@ def _validate_view_purposes(view: FeatureView, catalog: Catalog) -> list[str]:
             f"(FeatureView(purposes=(...)), one of {sorted(catalog.purposes)}), consent is checked against them"
         )
     return problems
+
+
+def _validate_consumers(where: str, service: FeatureService) -> list[str]:
+    """Consumers become Redis ACL users (`fstore acl`): `kind:name`, lower case, e.g. `team:ranking`."""
+    from feature_pipelines.privacy.acl import CONSUMER
+
+    if isinstance(service.consumers, str):
+        return [f"{where}: consumers must be a tuple of names, got the string {service.consumers!r}"]
+    return [
+        f"{where}: consumer {c!r} must be 'kind:name' in lower case (e.g. 'team:ranking', 'service:search-api')"
+        for c in service.consumers
+        if not isinstance(c, str) or not CONSUMER.match(c)
+    ]
 
 
 def _validate_service_purpose(
@@ -519,6 +579,7 @@ def _validate_view(view: FeatureView, catalog: Catalog) -> list[str]:
         problems.append(f"{where}: max_bad_fraction must be within 0..1, got {view.max_bad_fraction}")
     if view.on_bad_entities not in ("keep_previous", "null"):
         problems.append(f"{where}: on_bad_entities must be 'keep_previous' or 'null', got {view.on_bad_entities!r}")
+    problems.extend(_validate_view_retention(where, view))
     names = [f.name for f in view.features]
     for dup in sorted({n for n in names if names.count(n) > 1}):
         problems.append(f"{where}: feature {dup!r} is declared twice")

@@ -16,6 +16,7 @@ from feature_pipelines.catalog import Catalog
 from feature_pipelines.offline import history
 from feature_pipelines.offline.compute import partition_end
 from feature_pipelines.offline.delta import table_version
+from feature_pipelines.online.layout import namespace_for
 from feature_pipelines.spec import PARTITION_DATE
 
 STATIC = [
@@ -25,13 +26,21 @@ STATIC = [
     "description",
     "owner",
     "sensitivity",
+    "namespace",
     "online",
     "online_ttl",
     "offline_lookback",
+    "retention",
+    "raw_retention",
     "version",
     "deprecated",
 ]
 LIVE = ["last_materialized", "newest_partition", "freshness"]
+
+
+def _kept(value: timedelta | None) -> str:
+    """A retention: its duration, or `kept` when none is declared (rows stay until one is)."""
+    return "kept" if value is None else _duration(value)
 
 
 def _duration(value: timedelta | None) -> str:
@@ -58,9 +67,12 @@ def rows(catalog: Catalog, table_uri=None, now: datetime | None = None) -> list[
                 "description": feat.description,
                 "owner": view.owner,
                 "sensitivity": feat.sensitivity or view.sensitivity,
+                "namespace": namespace_for(view.namespace_sensitivity) if view.online else "-",
                 "online": view.online,
                 "online_ttl": _duration(view.online_ttl) if view.online else "-",
                 "offline_lookback": _duration(view.offline_lookback),
+                "retention": _kept(view.retention),
+                "raw_retention": _kept(catalog.source_of(view).retention),
                 "version": view.version,
                 "deprecated": feat.deprecated or "-",
             }
@@ -94,6 +106,10 @@ def render(listing: list[dict[str, Any]], fmt: str) -> str:
             "Generated from `feature_defs/` by `fstore catalog --format markdown --static --output docs/catalog.md`;",
             "a test fails when it is out of date. Run `fstore catalog` for the live state (last materialization,",
             "freshness).",
+            "",
+            "Three TTLs per view: `online_ttl` (Redis key expiry), `retention` (how long the feature table keeps a",
+            "partition) and `raw_retention` (how long the source's raw rows are kept); `kept`: no retention declared",
+            "(rows stay until one is). `offline_lookback` is how old a partition a point-in-time join may use.",
             "",
             "| " + " | ".join(columns) + " |",
             "|" + "---|" * len(columns),

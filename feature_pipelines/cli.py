@@ -900,19 +900,32 @@ def erase(
     entity: EntityOpt = None,
     reason: ReasonOpt = "",
 ) -> None:
-    """Erase SUBJECT: gone from serving at once (every view, version and namespace), deleted from every raw,
+    """Erase SUBJECT (with --entity person: a person id or any of its aliases, `type:value` or a value): gone from serving at once (every view, version and namespace), deleted from every raw,
     quarantine, feature and consent table, tombstoned so nothing writes it again; physically purged by
     `fstore purge` within the declared purge window (FS_ERASURE_PURGE_DAYS)."""
     from feature_pipelines.privacy.consent import ConsentError
     from feature_pipelines.privacy.consent_change import personal_entity
     from feature_pipelines.privacy.erasure import ErasureError
     from feature_pipelines.privacy.erasure import erase as run_erase
+    from feature_pipelines.privacy.person_erasure import PERSON_KEY, erase_person
     from feature_pipelines.settings import Settings
 
     catalog = _catalog()
     settings = Settings()
     try:
         name = entity if entity in catalog.entities else personal_entity(catalog, entity)
+        if catalog.entities[name].join_key == PERSON_KEY:  # a person, named by its id or any alias
+            person = erase_person(
+                catalog, settings, _store(catalog, settings), subject, entity=name, by=_user(), reason=reason
+            )
+            kinds = sorted({k for k, _ in person.identifiers})
+            console.print(
+                f"person {person.person_id} erased with {len(person.identifiers)} identifiers ({', '.join(kinds)}): "
+                f"{person.redis_keys_removed} online keys removed (data and alias keys); {person.rows_deleted} Delta "
+                f"rows deleted (identity, behaviour events, {len(person.customers)} customers' rows); identifiers "
+                f"tombstoned, never stitched again; physically purged within {settings.erasure_purge_days:g} days"
+            )
+            return
         done = run_erase(catalog, settings, _store(catalog, settings), subject, entity=name, by=_user(), reason=reason)
     except (ConsentError, ErasureError) as exc:
         errors.print(f"[red]{escape(str(exc))}[/red]")
@@ -923,6 +936,66 @@ def erase(
         f"{sum(1 for d in done.tables.values() if d.rows)} tables ({done.files_rewritten} files rewritten); "
         f"physically purged within {settings.erasure_purge_days:g} days by `fstore purge`"
     )
+
+
+@app.command()
+def acl(
+    apply_: Annotated[bool, typer.Option("--apply", help="set the users on the Redis (ACL SETUSER)")] = False,
+    url: Annotated[
+        str | None, typer.Option(help="an admin URL of the Redis to apply to; default the configured one")
+    ] = None,
+    reason: ReasonOpt = "",
+) -> None:
+    """Redis ACL users from the spec: one per feature-service consumer, reading exactly its views' keys.
+    Without --apply, prints each user's rules; passwords come from FS_ACL_PASSWORD_<USER> and are never shown."""
+    from feature_pipelines.online.connection import connect
+    from feature_pipelines.privacy.acl import AclError, password_variable, users
+    from feature_pipelines.privacy.acl import apply as apply_users
+    from feature_pipelines.settings import Settings
+
+    catalog = _catalog()
+    settings = Settings() if url is None else Settings(redis_url=url)
+    if not apply_:
+        for user in users(catalog):
+            console.print(
+                f"[bold]{user.name}[/bold] (consumer {user.consumer}; services {', '.join(user.services)}; "
+                f"password from {password_variable(user.consumer)})"
+            )
+            sys.stdout.write("ACL SETUSER " + " ".join([user.name, *user.rules()]) + "\n")
+        return
+    try:
+        done = apply_users(connect(settings.redis_url), catalog, settings, by=_user(), reason=reason)
+    except AclError as exc:
+        errors.print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(2) from exc
+    for a in done:
+        detail = "".join(
+            [f"\n  + {' '.join(a.added)}" if a.added else "", f"\n  - {' '.join(a.removed)}" if a.removed else ""]
+        )
+        console.print(f"{a.user}: {a.change}{escape(detail)}")
+
+
+@app.command()
+def retention(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="only count what would be deleted")] = False,
+    as_of: Annotated[str | None, typer.Option(help="count ages from this ISO time instead of now")] = None,
+) -> None:
+    """Delete raw, quarantined and feature rows older than their declared retention (the catalog's
+    `retention` and `raw_retention`); audited. The Dagster schedule `retention_daily` runs it every day."""
+    from feature_pipelines.privacy.retention import enforce
+    from feature_pipelines.settings import Settings
+
+    catalog = _catalog()
+    at = datetime.fromisoformat(as_of).astimezone(UTC) if as_of else None
+    done = enforce(catalog, Settings(), by=_user(), at=at, dry_run=dry_run)
+    if not done:
+        console.print("no source or view declares a retention: nothing expires")
+    verb = "would delete" if dry_run else "deleted"
+    for e in done:
+        console.print(
+            f"{e.expiry.kind} {e.expiry.owner} (keeps {e.expiry.retention_days}d, from {e.expiry.cutoff}): "
+            f"{verb} {e.rows} rows, {e.files_rewritten} files rewritten"
+        )
 
 
 @app.command()

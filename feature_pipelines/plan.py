@@ -355,7 +355,7 @@ def _deprecations(view: FeatureView, catalog: Catalog) -> list[Change]:
 
 def _online_changes(view: FeatureView, deployed: Deployed) -> list[Change]:
     changes: list[Change] = []
-    ns = namespace_for(view.sensitivity)
+    ns = namespace_for(view.namespace_sensitivity)
     if not deployed.online_namespaces:
         return [Change("info", "online: nothing served yet", f"the next push creates online view {view.deployed_name}")]
     for other in deployed.online_namespaces:
@@ -363,7 +363,7 @@ def _online_changes(view: FeatureView, deployed: Deployed) -> list[Change]:
             changes.append(
                 Change(
                     "info",
-                    f"sensitivity {view.sensitivity}: namespace {other} -> {ns}",
+                    f"sensitivity {view.namespace_sensitivity}: namespace {other} -> {ns}",
                     f"the next push writes to {ns} and removes the old namespace's copy ({other}: pointer, versions, "
                     f"keys) so it is no longer readable there; until then {other} readers still see it",
                 )

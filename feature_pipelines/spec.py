@@ -163,6 +163,10 @@ class BatchSource:
             without an explicit override (`fstore ingest --allow-shrink`, run tag `allow_shrink=true`).
         closures: days, (first, last) ranges or weekday names ("Saturday") on which the source is expected to
             be silent (holidays, a shop closed on Saturdays).
+        retention: how long raw rows (and quarantined ones) are kept, counted from their event day to the
+            clock: the daily retention job deletes older days (`feature_pipelines.privacy.retention`) and the
+            purge vacuums them. Whole days; longer than the lookback of every view reading the source. None:
+            kept until a retention is declared.
     """
 
     name: str
@@ -182,6 +186,7 @@ class BatchSource:
     max_bad_fraction: float = 0.01
     max_shrink: float = 0.5
     closures: tuple[date | tuple[date, date] | str, ...] = ()
+    retention: timedelta | None = None
     defined_at: str = field(default="", compare=False, repr=False)
 
     def column(self, source_name: str) -> str:
@@ -436,6 +441,10 @@ class FeatureView:
             partition, so serving returns no values for it. The gate check lists who was held back.
         Neither is part of the definition hash: they decide which rows the gate withholds, not how a value
         is computed.
+        retention: how long its feature table keeps a partition, counted from the partition's day to the
+            clock (the daily retention job deletes older ones). Whole days, at least `offline_lookback`.
+            None: kept until a retention is declared. With `online_ttl` (Redis) and the source's retention
+            (raw rows) it is one of the three TTLs the catalog shows.
     """
 
     name: str
@@ -463,6 +472,7 @@ class FeatureView:
     # What the gate withholds, not how a value is computed: not part of the definition hash (repr=False).
     max_bad_fraction: float = field(default=0.0, repr=False)
     on_bad_entities: BadEntityPolicy = field(default="keep_previous", repr=False)
+    retention: timedelta | None = None
     defined_at: str = field(default="", compare=False, repr=False)
 
     @property
@@ -476,6 +486,14 @@ class FeatureView:
     @property
     def feature_names(self) -> list[str]:
         return [f.name for f in self.features]
+
+    @property
+    def namespace_sensitivity(self) -> str:
+        """The most sensitive of the view's own sensitivity and its features': it decides the Redis namespace,
+        so one confidential feature makes the whole view readable only by those granted confidential data
+        (a feature's sensitivity is never weaker than its view's: a lower one changes nothing)."""
+        declared = [self.sensitivity, *(f.sensitivity for f in self.features if f.sensitivity)]
+        return max(declared, key=lambda s: SENSITIVITIES.index(s) if s in SENSITIVITIES else -1)
 
     @property
     def lookback(self) -> timedelta:
@@ -512,12 +530,24 @@ class FeatureView:
         payload = {
             f.name: repr(getattr(self, f.name))
             for f in fields(self)
-            # Purposes decide whose rows are kept, not what a kept row's values are.
-            if f.name not in ("transformation", "prepare", "defined_at", "purposes")
-            and not (f.name in ("identity", "lookups") and not getattr(self, f.name))
+            # Purposes and the blast radius decide whose rows are kept, retention how long; none of them
+            # changes a kept row's values.
+            if f.name not in NOT_HASHED and not (f.name in ("identity", "lookups") and not getattr(self, f.name))
         }
         payload["code"] = self.code_hash()
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+
+NOT_HASHED = (
+    "transformation",  # hashed through `code_hash`, with what it uses
+    "prepare",
+    "defined_at",
+    "purposes",
+    "retention",
+    "max_bad_fraction",
+    "on_bad_entities",
+)
+"""FeatureView fields outside the definition hash."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -531,13 +561,17 @@ class FeatureService:
     and serving and training refuse a deployment that does not match it.
 
     `purpose` names the `Purpose` the model serves; every view it consumes must declare it (required when
-    it consumes a view of a `personal` entity). Training sets leave out subjects without consent for it."""
+    it consumes a view of a `personal` entity). Training sets leave out subjects without consent for it.
+
+    `consumers` names who reads the service online (`"team:ranking"`, `"service:search-api"`): each gets a
+    Redis ACL user (`fstore acl`) that may read exactly the keys of the views its services consume."""
 
     name: str
     features: tuple[str, ...]
     owner: str
     description: str
     purpose: str | None = None
+    consumers: tuple[str, ...] = ()
     defined_at: str = field(default="", compare=False, repr=False)
 
 

@@ -16,10 +16,15 @@ Why that sample: entities of P (a wrong or missing row), and entities present in
 within the lookback but absent from P: exactly where a per-entity fallback to an older partition would
 answer differently from serving (absence means "no value" on both sides). The sample is deterministic
 (seeded by the version), so a failure is reproducible.
+
+Subjects the privacy policy stops serving now (revoked or erased after their partition was computed) are
+left out of the sample (`keep`) and counted as `withheld`: serving rightly answers nothing for them while
+the Delta version the check reads still holds their row, which is no inconsistency.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -46,6 +51,8 @@ class Consistency:
     differing: dict[str, list[Any]] = field(default_factory=dict)
     """Feature -> entity ids whose served value differs from the training path's."""
     examples: list[dict[str, Any]] = field(default_factory=list)
+    withheld: int = 0
+    """Sampled entities left out because the privacy policy stops serving them now."""
 
     @property
     def passed(self) -> bool:
@@ -69,8 +76,10 @@ def check(
     meta: VersionMeta,
     sample: int,
     known_at: datetime | None = None,
+    keep: Callable[[pl.Series], pl.Series] | None = None,
 ) -> Consistency:
-    """Compare version `meta` of `view` (read through `client`) with training at the partition's instant."""
+    """Compare version `meta` of `view` (read through `client`) with training at the partition's instant.
+    `keep(ids)`: which sampled ids may be served now (e.g. `OnlineGuard.keep`); the others are not compared."""
     key, features = meta.schema.join_key, list(meta.schema.features)
     version = meta.delta_version if meta.delta_version is not None else table_version(meta.delta_table)
     if version is None:
@@ -78,6 +87,11 @@ def check(
     instant = partition_end_of(meta.partition)
     ids = sample_entities(meta.delta_table, version, key, meta.partition, view.offline_lookback, sample, meta.version)
     present, absent = ids
+    withheld = 0
+    if keep is not None:
+        before = present.len() + absent.len()
+        present, absent = present.filter(keep(present)), absent.filter(keep(absent))
+        withheld = before - present.len() - absent.len()
     entities = pl.concat([present, absent])
     rows = pl.DataFrame(
         {key: entities, "__ts": [instant] * entities.len()}, schema_overrides={"__ts": pl.Datetime("us", "UTC")}
@@ -97,7 +111,15 @@ def check(
                 if len(examples) < 10:
                     examples.append({key: entity, "feature": feature, "served": online, "training": offline})
     return Consistency(
-        view.deployed_name, meta.version, meta.partition, instant, entities.len(), absent.len(), differing, examples
+        view.deployed_name,
+        meta.version,
+        meta.partition,
+        instant,
+        entities.len(),
+        absent.len(),
+        differing,
+        examples,
+        withheld,
     )
 
 

@@ -22,6 +22,7 @@ import polars as pl
 
 from feature_pipelines.identity import alias_map, edges, graph, probabilistic
 from feature_pipelines.offline import delta
+from feature_pipelines.privacy.tombstones import without_erased_identifiers
 
 IDENTITY_SOURCE = "behaviour_events"
 """The catalog source on the identity input contract (docs/identity.md) that the Dagster assets stitch."""
@@ -151,7 +152,7 @@ class IdentityStore:
     def plan_full(
         self, events: pl.LazyFrame | pl.DataFrame, now: datetime | None = None, *, historical: bool = False
     ) -> Run:
-        ev = events.lazy()
+        ev = without_erased_identifiers(events.lazy(), self.root.parent, edges.IDENTIFIER_TYPES)  # erased: never again
         ids = edges.identifiers(ev).collect().sort("identifier_type", "identifier")
         lk = edges.links(ev).collect().sort("anonymous_id", "other_type", "other")
         sig = probabilistic.signals(ev).collect().sort("anonymous_id", "fingerprint")
@@ -164,7 +165,7 @@ class IdentityStore:
     def plan_update(
         self, events: pl.LazyFrame | pl.DataFrame, now: datetime | None = None, *, historical: bool = False
     ) -> Run:
-        ev = events.lazy()
+        ev = without_erased_identifiers(events.lazy(), self.root.parent, edges.IDENTIFIER_TYPES)  # erased: never again
         day_ids = edges.identifiers(ev).collect()
         day_links = edges.links(ev).collect()
         ids = edges.merge_identifiers(self.read("identifiers"), day_ids)

@@ -132,6 +132,27 @@ class IngestResult:
         return "\n".join(lines)
 
 
+def _kept_records(
+    source: BatchSource,
+    entities: Mapping[str, Entity],
+    records: pl.DataFrame,
+    exclude: Callable[[pl.DataFrame], pl.DataFrame],
+) -> pl.DataFrame:
+    """Quarantined rows `exclude` would keep: their entity keys read back from the JSON record (the file's own
+    column names, values as text) and cast to the key's dtype (a key too broken to cast is no one's: kept)."""
+    keys = {}
+    for column in source.schema:
+        entity = next((e for e in entities.values() if e.join_key == source.column(column)), None)
+        if entity is not None:
+            text = pl.col("record").str.json_path_match(f"$['{column}']")
+            keys[entity.join_key] = text.cast(entity.polars_dtype, strict=False)
+    if not keys or records.height == 0:
+        return records
+    indexed = records.with_row_index("_record").with_columns(**keys)
+    kept = exclude(indexed.select("_record", *keys))["_record"]
+    return indexed.filter(pl.col("_record").is_in(kept.implode())).drop("_record", *keys)
+
+
 def ingest(
     source: BatchSource,
     entities: Mapping[str, Entity],
@@ -216,9 +237,14 @@ def ingest(
     commit = delta.overwrite_partitions(
         raw_uri, rows, EVENT_DATE, first, last, commit_metadata=metadata, stats_columns=stats
     )
+    erased_quarantined = 0
     for g in gated:
         if g.quarantined is not None:
-            quarantine.write(quarantine_uri, g.quarantined, sha256=hashes[g.path], run_id=run_id)
+            kept = g.quarantined if exclude is None else _kept_records(source, entities, g.quarantined, exclude)
+            erased_quarantined += g.quarantined.height - kept.height
+            quarantine.write(quarantine_uri, kept, sha256=hashes[g.path], run_id=run_id)
+    if erased_quarantined and log is not None:
+        log(f"left out {erased_quarantined} quarantined rows of erased subjects")
     result = IngestResult(
         source.name,
         first,

@@ -16,8 +16,9 @@ Readers resolve an alias and read the person's features in one server-side step 
     fsp:deny:{<entity>}          hash: subject id -> JSON list of the purposes it may not be served for,
                                  or "*" (erased: nothing, ever); read by every client, written by privacy
 
-`<ns>` is `fs` for public and internal views and `fss` for confidential and restricted ones, so Redis ACLs
-separate them by key pattern. Control keys are hash-tagged by view (a Redis Cluster keeps them in one slot,
+`<ns>` is `fs` for public and internal views and `fss` for confidential and restricted ones (a view's
+sensitivity is its most sensitive feature's, `FeatureView.namespace_sensitivity`), so Redis ACLs separate
+them by key pattern (`feature_pipelines.privacy.acl`). Control keys are hash-tagged by view (a Redis Cluster keeps them in one slot,
 which the promote script needs), data keys by entity id (one entity's keys share a slot across views). The
 full contract is docs/online-key-spec.md.
 """
@@ -193,7 +194,7 @@ def online_schema(view: FeatureView, catalog: Catalog) -> OnlineSchema:
     ttl = int(view.online_ttl.total_seconds()) if view.online_ttl else None
     return OnlineSchema(
         view=view.deployed_name,
-        namespace=namespace_for(view.sensitivity),
+        namespace=namespace_for(view.namespace_sensitivity),
         join_key=catalog.entity_of(view).join_key,
         features=view.feature_names,
         dtypes=[str(f.polars_dtype) for f in view.features],

@@ -12,6 +12,7 @@ from feature_pipelines.orchestration.feature_assets import build_feature_asset
 from feature_pipelines.orchestration.identity_assets import IDENTITY_GROUP, build_identity_assets
 from feature_pipelines.orchestration.jobs import build_rollback_job
 from feature_pipelines.orchestration.online_assets import build_online_asset
+from feature_pipelines.orchestration.privacy_assets import build_privacy_defs
 from feature_pipelines.orchestration.raw_assets import build_source_asset
 from feature_pipelines.orchestration.training_assets import build_training_set_asset
 
@@ -40,5 +41,6 @@ def build_defs(catalog: Catalog) -> dg.Definitions:
     return dg.Definitions.merge(
         with_automation(build_asset_defs(catalog), catalog),
         build_automation_defs(catalog),
+        build_privacy_defs(catalog),
         dg.Definitions(jobs=[materialize_all, build_rollback_job(catalog)]),
     )

@@ -73,7 +73,7 @@ def build_feature_asset(view: FeatureView, catalog: Catalog) -> dg.AssetsDefinit
         group_name="features",
         kinds={"polars", "deltalake"},
         owners=[view.owner],
-        tags={**view.tags, "entity": entity.name, "sensitivity": view.sensitivity},
+        tags={**view.tags, "entity": entity.name, "sensitivity": view.namespace_sensitivity},
         code_version=f"{view.version}-{view.definition_hash()}",
         description=view.description,
         metadata={"defined_at": view.defined_at, "entity": entity.name, "online": view.online},

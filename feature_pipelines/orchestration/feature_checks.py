@@ -18,6 +18,7 @@ from feature_pipelines.offline import delta
 from feature_pipelines.online.client import OnlineClient
 from feature_pipelines.online.store import OnlineStore
 from feature_pipelines.privacy.pii import redact_ids
+from feature_pipelines.privacy.policy import OnlineGuard
 from feature_pipelines.spec import PARTITION_DATE, FeatureView
 
 GX_CHECK = "gx_suite"
@@ -251,22 +252,24 @@ def consistency_spec(key: dg.AssetKey, view: FeatureView) -> dg.AssetCheckSpec:
     )
 
 
-def consistency_check(view: FeatureView, store: OnlineStore) -> dg.AssetCheckResult:
-    """Serving vs training for the version serving `view` now (whichever push promoted it)."""
+def consistency_check(view: FeatureView, store: OnlineStore, guard: OnlineGuard | None = None) -> dg.AssetCheckResult:
+    """Serving vs training for the version serving `view` now (whichever push promoted it); `guard` leaves
+    out subjects the privacy policy stops serving (revoked or erased since their partition was computed)."""
     meta = store.serving_meta(view.deployed_name)
     if meta is None:
         return dg.AssetCheckResult(
             check_name=CONSISTENCY_CHECK, passed=True, metadata={"note": "not evaluated: no version serves"}
         )
+    schema = store.layout[view.deployed_name]
+    keep = (lambda ids: guard.keep(schema, ids)) if guard is not None else None
     try:
-        result = consistency.check(OnlineClient(store.r, layout=store.layout), view, meta, view.skew_sample)
+        result = consistency.check(OnlineClient(store.r, layout=store.layout), view, meta, view.skew_sample, keep=keep)
     except Exception as exc:  # the version already serves: a check that cannot run fails, the push stands
         return dg.AssetCheckResult(
             check_name=CONSISTENCY_CHECK,
             passed=False,
             metadata={"serving_version": meta.version, "partition": meta.partition, "error": repr(exc)[:2000]},
         )
-    schema = store.layout[view.deployed_name]
     if schema.purposes is not None and schema.entity:  # ids of people: digests in metadata, no example rows
         differing = {f: redact_ids(schema.entity, ids) for f, ids in result.differing.items()}
         result = dataclasses.replace(result, differing=differing, examples=[])
@@ -279,6 +282,7 @@ def consistency_check(view: FeatureView, store: OnlineStore) -> dg.AssetCheckRes
             "instant": result.instant.isoformat(),
             "compared_entities": result.compared,
             "absent_entities_compared": result.absent_compared,
+            "withheld_by_privacy": result.withheld,
             "differing_features": ", ".join(result.differing) or "none",
             "details": result.describe(),
             "examples": dg.MetadataValue.json([{k: str(v) for k, v in e.items()} for e in result.examples]),

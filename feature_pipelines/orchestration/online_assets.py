@@ -33,7 +33,7 @@ def build_online_asset(view: FeatureView, catalog: Catalog) -> dg.AssetsDefiniti
         group_name="online",
         kinds={"redis"},
         owners=[view.owner],
-        tags={"sensitivity": view.sensitivity},
+        tags={"sensitivity": view.namespace_sensitivity},
         description=f"Newest partition of {view.deployed_name} in Redis, as a new version promoted atomically.",
         metadata={"key_namespace": schema.namespace, "ttl_seconds": schema.ttl_seconds or 0},
         check_specs=[
@@ -101,7 +101,8 @@ def build_online_asset(view: FeatureView, catalog: Catalog) -> dg.AssetsDefiniti
             },
             check_results=[
                 dg.AssetCheckResult(check_name=ROUNDTRIP_CHECK, passed=True, metadata=check_meta),
-                consistency_check(view, store.online_store(layout)),  # after the promotion: serving vs training
+                # After the promotion: serving vs training, for the subjects the policy still lets it serve.
+                consistency_check(view, online, OnlineGuard(PrivacyPolicy(catalog, store.settings), online)),
             ],
         )
 

@@ -21,12 +21,13 @@ from datetime import timedelta
 import polars as pl
 
 from feature_pipelines.catalog import Catalog
+from feature_pipelines.identity.edges import IDENTIFIER_TYPES
 from feature_pipelines.offline import delta
 from feature_pipelines.online.layout import ERASED
 from feature_pipelines.online.store import OnlineStore
 from feature_pipelines.privacy.audit import AuditLog
 from feature_pipelines.privacy.consent import now, subject_text
-from feature_pipelines.privacy.tombstones import Tombstones
+from feature_pipelines.privacy.tombstones import Tombstones, alias_entity
 from feature_pipelines.settings import Settings
 from feature_pipelines.spec import Entity
 
@@ -99,8 +100,12 @@ def erase(
     entity: str,
     by: str,
     reason: str = "",
+    identifiers: list[tuple[str, str]] | None = None,
 ) -> Erasure:
-    """Erase one subject everywhere (see the module doc). Idempotent: erasing again finds nothing left."""
+    """Erase one subject everywhere (see the module doc). Idempotent: erasing again finds nothing left.
+    `identifiers`: a person's (type, identifier) pairs, whose alias keys leave Redis with its data keys
+    (`person_erasure.erase_person` passes them). A subject whose key is itself an identifier type of the
+    identity graph (a customer id) is also tombstoned as that identifier, so stitching skips it."""
     started = time.perf_counter()
     if entity not in catalog.entities:
         raise ErasureError(f"unknown entity {entity!r}; known: {sorted(catalog.entities)}")
@@ -112,8 +117,11 @@ def erase(
     store.set_deny(entity, key, ERASED)
     at = now()
     purge_due = at + timedelta(days=settings.erasure_purge_days)
-    Tombstones(settings.privacy_table("tombstones")).add(entity, key, at=at, purge_due=purge_due, by=by, reason=reason)
-    removed = store.remove_subject(entity, key)
+    stones = [(entity, key)]
+    if ent.join_key in IDENTIFIER_TYPES:
+        stones.append((alias_entity(ent.join_key), key))
+    Tombstones(settings.privacy_table("tombstones")).add_many(stones, at=at, purge_due=purge_due, by=by, reason=reason)
+    removed = store.remove_subject(entity, key, identifiers=identifiers or ())
     online_seconds = time.perf_counter() - started
     metadata = {"erasure": "true", "by": by}
     tables: dict[str, delta.Deleted] = {}

@@ -16,10 +16,12 @@ from datetime import datetime, timedelta
 import polars as pl
 
 from feature_pipelines.catalog import Catalog
+from feature_pipelines.identity.stitch import TABLES as IDENTITY_TABLES
+from feature_pipelines.identity.stitch import IdentityStore
 from feature_pipelines.offline import delta
 from feature_pipelines.privacy.audit import AuditLog
 from feature_pipelines.privacy.consent import now
-from feature_pipelines.privacy.tombstones import Tombstones
+from feature_pipelines.privacy.tombstones import ALIAS_PREFIX, Tombstones
 from feature_pipelines.settings import Settings
 
 
@@ -33,9 +35,11 @@ class Overdue:
 
 
 def lake_tables(catalog: Catalog, settings: Settings) -> list[str]:
-    """Every table of the lake that can hold a subject's rows (raw, quarantine, features, consent)."""
+    """Every table of the lake that can hold a subject's rows (raw, quarantine, features, consent, identity)."""
     tables = [settings.raw_table(s) for s in catalog.sources] + [settings.quarantine_table(s) for s in catalog.sources]
     tables += [settings.feature_table(v) for v in catalog.views] + [settings.privacy_table("consent")]
+    identity = IdentityStore(settings.lake_dir)
+    tables += [identity.uri(t) for t in IDENTITY_TABLES]
     return [t for t in tables if delta.table_version(t) is not None]
 
 
@@ -67,7 +71,12 @@ def overdue(catalog: Catalog, settings: Settings, at: datetime | None = None) ->
     at = at or now()
     tables = lake_tables(catalog, settings)
     until = purged_until(settings)
-    stones = Tombstones(settings.privacy_table("tombstones")).all().filter(pl.col("purge_due") < at)
+    # Identifier tombstones (`alias:*`) accompany their subject's: one erasure counts once.
+    stones = (
+        Tombstones(settings.privacy_table("tombstones"))
+        .all()
+        .filter((pl.col("purge_due") < at) & ~pl.col("entity").str.starts_with(ALIAS_PREFIX))
+    )
     late = [
         row
         for row in stones.iter_rows(named=True)

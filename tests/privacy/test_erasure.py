@@ -141,6 +141,10 @@ def test_erasure_removes_the_subject_everywhere_and_nothing_writes_it_back(lake,
     # A re-delivery of the same file, a backfill (compute + push) and a new push: the subject stays out.
     result = ingest_file(catalog, settings, path, catalog.sources["online_retail"])
     assert rows_of(raw, "customer_id", subject) == 0
+    # Its bad line is quarantined again by the re-delivery's gate: the quarantine keeps only the other's.
+    records = delta.scan(quarantine).collect()["record"]
+    assert not records.str.contains(f'"CustomerID":"{subject}"').any()
+    assert records.str.contains(f'"CustomerID":"{subject + 1}"').sum() == 1
     assert int(delta.DeltaTable(raw).history(1)[0]["erased_rows"]) > 0
     again = compute_and_publish(catalog, settings, store, ["2011-03-02", "2011-03-03"])
     assert result.rows > 0 and all(rows_of(settings.feature_table(v), "customer_id", subject) == 0 for v in VIEWS)
