@@ -826,7 +826,7 @@ def consent_show(subject: SubjectArg, entity: EntityOpt = None) -> None:
 
     catalog = _catalog()
     try:
-        name = personal_entity(catalog, entity)
+        name = personal_entity(catalog, entity, subject)
     except ConsentError as exc:
         errors.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc
@@ -876,7 +876,7 @@ def audit(
     from feature_pipelines.privacy.consent_change import personal_entity
     from feature_pipelines.settings import Settings
 
-    about = (personal_entity(_catalog(), entity), subject) if subject else None
+    about = (personal_entity(_catalog(), entity, subject), subject) if subject else None
     when = datetime.fromisoformat(since).astimezone(UTC) if since else None
     frame = AuditLog(Settings().privacy_table("audit")).read(action=action, since=when, subject=about)
     table = Table("at", "by", "action", "subject", "target", "reason", "details", box=box.SIMPLE)
@@ -913,7 +913,7 @@ def erase(
     catalog = _catalog()
     settings = Settings()
     try:
-        name = entity if entity in catalog.entities else personal_entity(catalog, entity)
+        name = entity if entity in catalog.entities else personal_entity(catalog, entity, subject)
         if catalog.entities[name].join_key == PERSON_KEY:  # a person, named by its id or any alias
             person = erase_person(
                 catalog, settings, _store(catalog, settings), subject, entity=name, by=_user(), reason=reason

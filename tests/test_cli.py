@@ -102,7 +102,7 @@ def test_unreachable_redis_is_a_clear_error(monkeypatch):
 
 def test_validate():
     result = runner.invoke(app, ["validate"])
-    assert result.exit_code == 0 and "3 feature views" in result.output
+    assert result.exit_code == 0 and "5 feature views" in result.output
 
 
 def test_rollback_job(served, catalog, redis_url, pg_instance, tmp_path):

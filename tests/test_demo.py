@@ -22,7 +22,7 @@ from feature_pipelines.orchestration.asset_keys import identity_key, raw_key
 from feature_pipelines.orchestration.feature_assets import HISTORICAL_LOAD_TAG
 from feature_pipelines.privacy.audit import subject_digest
 from feature_pipelines.synthetic import events as synthetic
-from tests.conftest import DAY, chain, real_data, run, with_source_file
+from tests.conftest import DAY, chain, real_data, run, with_persons, with_source_file
 
 
 def test_a_failed_run_prints_why_and_no_stale_summary(retail, pg_instance, store_resource, tmp_path):
@@ -88,14 +88,14 @@ def test_a_demo_range_ingests_the_history_its_windows_read(catalog):
     assert _raw_history_range(shorter, "2011-03-01") == ("2011-01-31", "2011-02-28")
 
 
-def test_the_demo_shows_a_profile_looked_up_by_an_anonymous_id(retail, pg_instance, store_resource, tmp_path):
+def test_the_demo_shows_a_profile_looked_up_by_an_anonymous_id(retail, catalog, pg_instance, store_resource, tmp_path):
     synthetic.ensure(synthetic.DEFAULT_OUT)
     landing = tmp_path / "behaviour"
     landing.mkdir()
     first = date.fromisoformat(DAY) - timedelta(days=30)
     for i in range(31):
         shutil.copy(synthetic.DEFAULT_OUT / f"events-{first + timedelta(days=i)}.parquet", landing)
-    cat = with_source_file(retail, landing / "events-*.parquet", "behaviour_events")
+    cat = with_source_file(with_persons(retail, catalog), landing / "events-*.parquet", "behaviour_events")
     source = cat.sources["behaviour_events"]
     tags = {HISTORICAL_LOAD_TAG: "true"}
     identity = [identity_key(t) for t in ("edges", "persons", "alias_map")]

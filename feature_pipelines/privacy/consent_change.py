@@ -17,12 +17,14 @@ from datetime import datetime
 import polars as pl
 
 from feature_pipelines.catalog import Catalog
+from feature_pipelines.entity_keys import EntityKeyError, normalize_ids
 from feature_pipelines.online.layout import ERASED
 from feature_pipelines.online.store import OnlineStore
 from feature_pipelines.privacy.audit import AuditLog
 from feature_pipelines.privacy.consent import ConsentError, ConsentEvent, now, subject_text
 from feature_pipelines.privacy.policy import PrivacyPolicy
 from feature_pipelines.settings import Settings
+from feature_pipelines.spec import Entity
 
 
 @dataclass(frozen=True)
@@ -39,16 +41,31 @@ class ConsentChange:
     """From the call until Redis reflects it (for a revocation: the subject's keys are gone)."""
 
 
-def personal_entity(catalog: Catalog, name: str | None) -> str:
-    """The entity a subject id belongs to: `name`, or the catalog's only personal entity."""
+def personal_entity(catalog: Catalog, name: str | None, subject: str | None = None) -> str:
+    """The entity a subject id belongs to: `name`, the catalog's only personal entity, or the only personal
+    entity whose key rules accept `subject` (a customer id `12352` is no person id `p_...`)."""
     personal = sorted(e.name for e in catalog.entities.values() if e.personal)
     if name is None:
+        if len(personal) > 1 and subject is not None:
+            accepting = [e for e in personal if _accepts(catalog.entities[e], subject)]
+            if len(accepting) == 1:
+                return accepting[0]
         if len(personal) != 1:
-            raise ConsentError(f"say which entity the subject is (--entity): personal entities are {personal}")
+            raise ConsentError(
+                f"say which entity the subject {subject!r} is (--entity): personal entities are {personal}"
+            )
         return personal[0]
     if name not in personal:
         raise ConsentError(f"entity {name!r} is not personal (personal: {personal}); consent applies to people")
     return name
+
+
+def _accepts(entity: Entity, subject: str) -> bool:
+    try:
+        normalize_ids(entity, [subject])
+    except EntityKeyError:
+        return False
+    return True
 
 
 def change_consent(
@@ -68,7 +85,7 @@ def change_consent(
     """Record a grant or revocation and apply it to Redis at once. `event_time` (default now) may be
     earlier than now: a revocation received late is recorded as known now, effective then."""
     started = time.perf_counter()
-    entity = personal_entity(catalog, entity)
+    entity = personal_entity(catalog, entity, subject)
     if purpose not in catalog.purposes:
         raise ConsentError(f"unknown purpose {purpose!r}; declared purposes: {sorted(catalog.purposes)}")
     policy = PrivacyPolicy(catalog, settings)

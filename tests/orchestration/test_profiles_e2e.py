@@ -14,7 +14,7 @@ from feature_pipelines.online.client import OnlineClient
 from feature_pipelines.orchestration.asset_keys import identity_key, raw_key
 from feature_pipelines.orchestration.feature_assets import HISTORICAL_LOAD_TAG
 from feature_pipelines.synthetic import events as synthetic
-from tests.conftest import chain, run, with_source_file
+from tests.conftest import chain, run, with_persons, with_source_file
 
 PERSON_VIEWS = ["person_profile", "person_location"]
 IDENTITY = [identity_key(t) for t in ("edges", "persons", "alias_map")]
@@ -27,7 +27,7 @@ def days(a: date, b: date) -> list[date]:
 
 
 def test_a_profile_is_served_by_any_alias_and_a_merge_reaches_the_next_push(
-    retail, pg_instance, store_resource, redis_url, tmp_path
+    retail, catalog, pg_instance, store_resource, redis_url, tmp_path
 ):
     # The generated behaviour events of the days the windows read, in a landing folder of their own.
     synthetic.ensure(synthetic.DEFAULT_OUT)
@@ -35,7 +35,7 @@ def test_a_profile_is_served_by_any_alias_and_a_merge_reaches_the_next_push(
     landing.mkdir()
     for day in days(WINDOW_START, LAST):
         shutil.copy(synthetic.DEFAULT_OUT / f"events-{day}.parquet", landing)
-    cat = with_source_file(retail, landing / "events-*.parquet", "behaviour_events")
+    cat = with_source_file(with_persons(retail, catalog), landing / "events-*.parquet", "behaviour_events")
     source = cat.sources["behaviour_events"]
     assert run(cat, pg_instance, store_resource, [raw_key(source)], first=str(WINDOW_START), last=str(LAST)).success
 
@@ -85,8 +85,10 @@ def test_a_profile_is_served_by_any_alias_and_a_merge_reaches_the_next_push(
     visitors = current.filter(
         (pl.col("identifier_type") == "anonymous_id")
         & ~pl.col("person_id").is_in(current.filter(pl.col("identifier_type") == "customer_id")["person_id"].implode())
-    ).sort("identifier")
-    visitor = visitors["identifier"][0]
+    )
+    # The visitor first seen last: younger than the stitched person, so the merge keeps the person's id.
+    first_seen = identity.alias_map().table.group_by("person_id").agg(pl.col("valid_from").min().alias("seen"))
+    visitor = visitors.join(first_seen, on="person_id").sort("seen", "identifier")["identifier"][-1]
     before = client.get_by_alias("person_profile", "anonymous_id", visitor)
     assert before.person_id not in (None, person)
 
