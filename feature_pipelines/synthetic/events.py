@@ -692,8 +692,10 @@ def read_events(out: Path = DEFAULT_OUT) -> pl.DataFrame:
 
 
 def ensure(out: Path = DEFAULT_OUT, customers: int | None = None, seed: int = DEFAULT_SEED) -> bool:
-    """Generate the events when the folder has none (the demo's first run); True when it generated."""
-    if any(out.glob(f"{FILE_PREFIX}*.parquet")) and (out / TRUTH_FILE).exists():
+    """Generate the events when the folder has none (the demo's first run) or holds files of an older
+    generator (a column of `EVENT_SCHEMA` missing); True when it generated."""
+    files = sorted(out.glob(f"{FILE_PREFIX}*.parquet"))
+    if files and (out / TRUTH_FILE).exists() and set(EVENT_SCHEMA) <= set(pl.read_parquet_schema(files[0])):
         return False
     write(out, customers, seed)
     return True
