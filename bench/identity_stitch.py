@@ -1,7 +1,9 @@
 """One stitching run in this process (a fresh one, so its peak memory is its own); prints JSON.
 
-`python -m bench.identity_stitch full|update LAKE FILE...`: `full` recomputes the graph from the files,
-`update` folds them into the lake's graph. Peak RSS is `VmHWM` (see `peak_rss.py`).
+`python -m bench.identity_stitch full|history|update LAKE FILE...`: `full` recomputes the graph from the
+files, `history` does the same as the declared initial load (alias facts known at their day's end, as the
+Dagster backfill tagged `fs/historical_load` writes them), `update` folds them into the lake's graph. Peak
+RSS is `VmHWM` (see `peak_rss.py`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,10 @@ def main(mode: str, lake: str, files: list[str]) -> None:
     store = IdentityStore(lake)
     events = pl.scan_parquet(files)
     started = time.perf_counter()
-    summary = store.full(events) if mode == "full" else store.update(events)
+    if mode == "update":
+        summary = store.update(events)
+    else:
+        summary = store.commit(store.plan_full(events, historical=mode == "history"))
     seconds = time.perf_counter() - started
     print(
         json.dumps(

@@ -577,18 +577,32 @@ def render(r: dict) -> str:
     return "\n".join(lines)
 
 
-def identity_bench(customers: int = 360_000, seed: int = 11) -> dict:
-    """Stitching at scale: SYNTHETIC events of `customers` customers (360k: about 10M events), a full
-    recompute of all days but the last, the daily update folding in the last day, and a full recompute of
-    every day (the same resulting graph), each in a fresh process (time, peak RSS); then pairwise accuracy."""
+IDENTITY_WORLD_KNOBS = {"visitors": 1.0, "browse_sessions": 0.3, "visitor_sessions": 0.3}
+"""1M persons (500k customers + 500k visitors) with ~10M events: `fstore generate-events --customers 500000
+--visitors-per-customer 1 --sessions-per-customer 0.3 --sessions-per-visitor 0.3`."""
+
+
+def identity_world():
+    import dataclasses
+
+    from feature_pipelines.synthetic.events import World
+
+    return dataclasses.replace(World(), **IDENTITY_WORLD_KNOBS)
+
+
+def identity_bench(customers: int = 500_000, seed: int = 11) -> dict:
+    """Stitching at the issue's scale: SYNTHETIC events of `customers` customers with one never-login visitor
+    each and fewer sessions per person (`IDENTITY_WORLD`: about 1M persons and 10M events), a historical
+    load of all days but the last, the daily update folding in the last day, and a full recompute of every
+    day (the same resulting graph), each in a fresh process (time, peak RSS); then pairwise accuracy."""
     from feature_pipelines.identity.accuracy import pairwise
     from feature_pipelines.identity.stitch import IdentityStore
     from feature_pipelines.synthetic import events
 
-    folder = DATA / f"identity-{customers}"
+    folder = DATA / f"identity-{customers}-v2"
     if not (folder / events.TRUTH_FILE).exists():
         started = time.perf_counter()
-        events.write(folder, customers, seed)
+        events.write(folder, customers, seed, identity_world())
         print(f"generated {customers:,} customers in {time.perf_counter() - started:.0f}s", file=sys.stderr)
     files = sorted(str(f) for f in folder.glob(f"{events.FILE_PREFIX}*.parquet"))
     lakes = DATA / "identity-lakes"
@@ -604,13 +618,14 @@ def identity_bench(customers: int = 360_000, seed: int = 11) -> dict:
         ).stdout
         return json.loads(out.strip().splitlines()[-1])
 
-    history = stitch("full", lakes / "daily", files[:-1])
+    history = stitch("history", lakes / "daily", files[:-1])
     update = stitch("update", lakes / "daily", files[-1:])
     full = stitch("full", lakes / "full", files)
     truth = pl.read_parquet(folder / events.TRUTH_FILE)
     score = pairwise(IdentityStore(lakes / "full").read("persons"), truth)
     daily = IdentityStore(lakes / "daily").read("persons")
     assert daily.equals(IdentityStore(lakes / "full").read("persons")), "update and full recompute disagree"
+    review = IdentityStore(lakes / "full").read("review").height
     shutil.rmtree(lakes, ignore_errors=True)
     return {
         "identity_customers": customers,
@@ -626,6 +641,8 @@ def identity_bench(customers: int = 360_000, seed: int = 11) -> dict:
         "identity_update_s": update["seconds"],
         "identity_update_peak_rss_mb": update["peak_rss_mb"],
         "identity_full_over_update": round(full["seconds"] / update["seconds"], 2),
+        "identity_history_peak_rss_mb": history["peak_rss_mb"],
+        "identity_review": review,
         "identity_precision": round(score.precision, 5),
         "identity_recall": round(score.recall, 5),
     }

@@ -76,6 +76,7 @@ behaviour_events = BatchSource(
         "device_type": pl.String,
         "locale": pl.String,
         "referrer": pl.String,
+        "network_id": pl.String,
     },
     # customer_id and stock_code also obey the key rules of the customer and item entities (entities.py).
     contracts={
@@ -92,6 +93,9 @@ behaviour_events = BatchSource(
         "device_type": ColumnContract(not_null=True, allowed=("desktop", "mobile", "tablet")),
         "locale": ColumnContract(not_null=True, pattern=r"^[a-z]{2}-[A-Z]{2}$"),
         "referrer": ColumnContract(not_null=True, max_length=64),
+        "network_id": ColumnContract(
+            max_length=128, description="a hashed network (IP-like): the evidence of scored identity edges"
+        ),
     },
     event_time="event_time",
     timezone="UTC",

@@ -120,18 +120,41 @@ def generate_events(
     ] = None,
     seed: Annotated[int, typer.Option(help="random seed: the same seed writes the same bytes")] = 11,
     out: Annotated[Path | None, typer.Option(help="folder (default: feature_defs/data/behaviour)")] = None,
+    sessions_per_customer: Annotated[
+        float | None, typer.Option(help="mean browsing sessions per customer besides the purchases (default 1.5)")
+    ] = None,
+    visitors_per_customer: Annotated[
+        float | None, typer.Option(help="never-login visitors per customer (default 0.5)")
+    ] = None,
+    sessions_per_visitor: Annotated[
+        float | None, typer.Option(help="mean extra sessions per visitor besides the first (default 0.7)")
+    ] = None,
 ) -> None:
-    """Write SYNTHETIC behavioural events (one Parquet file per day) and their identity ground truth."""
+    """Write SYNTHETIC behavioural events (one Parquet file per day) and their identity ground truth.
+
+    1M persons and ~10M events: --customers 500000 --visitors-per-customer 1 --sessions-per-customer 0.3
+    --sessions-per-visitor 0.3."""
+    import dataclasses
     import time
 
     import polars as pl
 
     from feature_pipelines.synthetic import events
 
+    knobs = {
+        "browse_sessions": sessions_per_customer,
+        "visitors": visitors_per_customer,
+        "visitor_sessions": sessions_per_visitor,
+    }
+    bad = {k: v for k, v in knobs.items() if v is not None and v < 0}
+    if bad:
+        errors.print(f"[red]generate-events: negative rates {bad}[/red]")
+        raise typer.Exit(2)
+    world = dataclasses.replace(events.World(), **{k: v for k, v in knobs.items() if v is not None})
     started = time.perf_counter()
     folder = out or events.DEFAULT_OUT
     try:
-        files = events.write(folder, customers, seed)
+        files = events.write(folder, customers, seed, world)
     except ValueError as exc:
         errors.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc
@@ -212,8 +235,19 @@ def identity_accuracy(
     if not path.exists():
         errors.print(f"[red]no ground truth at {path}[/red]")
         raise typer.Exit(2)
-    result = pairwise(_identity_store().read("persons"), pl.read_parquet(path))
-    console.print_json(json.dumps(result.__dict__))
+    store = _identity_store()
+    result = pairwise(store.read("persons"), pl.read_parquet(path))
+    scored = store.read("edges").filter(pl.col("other_type") == "anonymous_id")
+    console.print_json(
+        json.dumps(
+            {
+                **result.__dict__,
+                "scored_edges_merged": scored.filter(pl.col("status") == "merged").height,
+                "review": store.read("review").height,
+                "review_table": store.uri("review"),
+            }
+        )
+    )
 
 
 @app.command()

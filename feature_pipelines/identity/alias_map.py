@@ -99,7 +99,7 @@ def update(
         )
         .drop("_gone")
     )
-    return pl.concat([closed, new.select(ALIAS_SCHEMA.keys())]).sort(*KEY, "known_from")
+    return pl.concat([closed, new.select(ALIAS_SCHEMA.keys())])  # unsorted: the writer sorts what it writes
 
 
 class AliasMap:

@@ -99,11 +99,11 @@ def links(events: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def merge_links(old: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:
+    """`old` with `new` folded in (unordered: the table writer sorts)."""
     return (
         pl.concat([old.select(LINK_SCHEMA.keys()), new.select(LINK_SCHEMA.keys())])
         .group_by("anonymous_id", "other_type", "other")
         .agg(pl.col("first_seen").min(), pl.col("last_seen").max(), pl.col("events").sum())
-        .sort("anonymous_id", "other_type", "other")
     )
 
 
@@ -112,7 +112,6 @@ def merge_identifiers(old: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:
         pl.concat([old.select(IDENTIFIER_SCHEMA.keys()), new.select(IDENTIFIER_SCHEMA.keys())])
         .group_by("identifier_type", "identifier")
         .agg(pl.col("first_seen").min(), pl.col("last_seen").max())
-        .sort("identifier_type", "identifier")
     )
 
 

@@ -4,9 +4,10 @@ threshold, written to a review table in a band below it, never merged on weak ev
 Why: a browser whose cookie was reset and that never logs in again links to nothing deterministic (a
 desktop browser has no device id), so it stays a person of its own and recall suffers. An optional
 `network_id` column (an IP-like signal: a hashed home network) in the events is the evidence: the
-fingerprint is `network_id|device_type|locale` (the columns present). Within a fingerprint shared by at
-most `max_block` anonymous ids (more: a public or carrier network, no evidence at all), an id that never
-logged in (no merged customer edge) is scored against each other id:
+fingerprint is `network_id|device_type|locale` (the columns present). On a network behind which at most
+`max_block` anonymous ids were seen (more, over any device type or locale: a public or carrier network, no
+evidence at all), an id that never logged in (no merged customer edge) is scored against each other id of
+its fingerprint:
 
     score = 0.6 + 0.25 * (their activity windows do not overlap: one cookie ends, the next begins)
                 + 0.15 / (ids behind the fingerprint - 1)
@@ -85,6 +86,15 @@ def score(
         return empty
     sig = sig.filter(~guardrails.blocked("anonymous_id"))
     logged_in = judged.filter((pl.col("other_type") == CUSTOMER) & (pl.col("status") == MERGED)).select("anonymous_id")
+    # A network behind which more than `max_block` ids were seen (any device type or locale) is public: no
+    # evidence, however few of its ids share one fingerprint.
+    network = pl.col("fingerprint").str.split("|").list.first().alias("_network")
+    crowded = (
+        sig.group_by(network)
+        .agg(pl.col("anonymous_id").n_unique().alias("_ids"))
+        .filter(pl.col("_ids") > scoring.max_block)
+    )
+    sig = sig.with_columns(network).join(crowded, on="_network", how="anti").drop("_network")
     block = sig.group_by("fingerprint").agg(pl.col("anonymous_id").n_unique().alias("n"))
     sig = sig.join(block.filter(pl.col("n").is_between(2, scoring.max_block)), on="fingerprint")
     lone = sig.join(logged_in, on="anonymous_id", how="anti")

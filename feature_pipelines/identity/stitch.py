@@ -8,7 +8,16 @@ Incremental (`update`): a new day's events are aggregated and merged into `ident
 guardrails are re-judged over the link table (vectorised, no event re-read); components are recomputed only
 for the persons the day touched (ids in the day's events, and ids whose edges changed status), and only
 their alias facts are diffed. `full` recomputes everything from the given events; both give the same
-persons and current alias facts (tests/identity/test_incremental.py).
+persons and current alias facts (tests/identity/test_stitching.py).
+
+Writes are incremental too, so a daily run costs what the day changed, not the size of the graph:
+- `identifiers`, `links`, `signals`, `edges`, `persons` are change logs (`LOGGED`): a run appends the rows
+  it changed, whole, with the run's sequence number `seq`; a read keeps each key's row of the highest
+  `seq`. A full recompute, or a log grown past `COMPACT_RATIO` times its live rows, rewrites the table
+  whole at `seq` 0 (a compaction; older versions stay in the Delta log).
+- `alias_map` is partitioned by `known_day` (the UTC day of `known_from`): a run's new facts land in the
+  day it commits, and closing a fact (`known_to`) rewrites only the partitions holding closed facts.
+- the small tables (`review`, `violations`, `retractions`, `days`) are rewritten whole.
 """
 
 from __future__ import annotations
@@ -79,6 +88,30 @@ DIGEST_COLUMNS = (
 )
 
 
+LOGGED = {
+    "identifiers": ["identifier_type", "identifier"],
+    "links": ["anonymous_id", "other_type", "other"],
+    "signals": ["anonymous_id", "fingerprint"],
+    "edges": ["anonymous_id", "other_type", "other"],
+    "persons": ["identifier_type", "identifier"],
+}
+"""Change-log tables and their keys (see the module doc)."""
+SEQ = "seq"
+COMPACT_RATIO = 2.0
+"""A change log holding more than this many stored rows per live row is compacted by the next run."""
+ALIAS_PARTITION = "known_day"
+
+
+@dataclass(frozen=True)
+class Log:
+    """What a change-log table holds: its stored rows (every version), its highest sequence number, and
+    whether it is stored as a change log at all (False: no table, or one written before change logs)."""
+
+    stored: int = 0
+    seq: int = -1
+    logged: bool = False
+
+
 class IdentityError(ValueError):
     """A stitching request that cannot be carried out (unknown id, no such edge)."""
 
@@ -106,6 +139,9 @@ class Run:
     summary: RunSummary
     tables: dict[str, pl.DataFrame]
     meta: dict[str, str]
+    base: dict[str, pl.DataFrame] = field(default_factory=dict)
+    """The tables as the run read them (incremental runs): the commit writes only what differs."""
+    logs: dict[str, Log] = field(default_factory=dict)
 
     @property
     def noop(self) -> bool:
@@ -132,14 +168,63 @@ class IdentityStore:
         return str((self.root / table).resolve())
 
     def read(self, table: str) -> pl.DataFrame:
-        if delta.table_version(self.uri(table)) is None:
-            return pl.DataFrame(schema=SCHEMAS[table])
-        return delta.scan(self.uri(table)).collect().select(SCHEMAS[table].keys())
+        """The table's live rows (a change log: each key's latest row, sorted by key)."""
+        return self._load(table)[0]
+
+    def _load(self, table: str) -> tuple[pl.DataFrame, Log]:
+        uri = self.uri(table)
+        if delta.table_version(uri) is None:
+            return pl.DataFrame(schema=SCHEMAS[table]), Log()
+        stored = delta.scan(uri).collect()
+        columns = list(SCHEMAS[table])
+        if table not in LOGGED or SEQ not in stored.columns:
+            return stored.select(columns), Log(stored.height)
+        top = int(stored[SEQ].max()) if stored.height else -1  # type: ignore[arg-type]
+        log = Log(stored.height, top, True)
+        if stored.height and stored[SEQ].min() != top:
+            key = LOGGED[table]
+            stored = stored.filter(pl.col(SEQ) == pl.col(SEQ).max().over(key)).sort(key)
+        return stored.select(columns), log
+
+    def _typed(self, table: str, frame: pl.DataFrame) -> pl.DataFrame:
+        return frame.select([pl.col(c).cast(t) for c, t in SCHEMAS[table].items()])
 
     def write(self, table: str, frame: pl.DataFrame, metadata: dict[str, str]) -> None:
-        delta.overwrite_table(
-            self.uri(table), frame.select([pl.col(c).cast(t) for c, t in SCHEMAS[table].items()]), metadata
-        )
+        """Rewrite the table whole (a change log at seq 0, the alias map partitioned by known day)."""
+        frame = self._typed(table, frame)
+        if table in LOGGED:
+            frame = frame.sort(LOGGED[table]).with_columns(pl.lit(0, pl.Int64).alias(SEQ))
+            delta.overwrite_table(self.uri(table), frame, metadata)
+        elif table == "alias_map":
+            frame = _known_day(frame.sort(*alias_map.KEY, "known_from"))
+            delta.overwrite_table(self.uri(table), frame, metadata, partition_by=[ALIAS_PARTITION])
+        else:
+            delta.overwrite_table(self.uri(table), frame, metadata)
+
+    def _store(self, table: str, run: Run) -> None:
+        """Write one table of a run: its changes where the run read a base to diff against, else whole."""
+        frame, base, meta = self._typed(table, run.table(table)), run.base.get(table), run.meta
+        uri = self.uri(table)
+        if base is None:
+            self.write(table, frame, meta)
+        elif table in LOGGED:
+            log = run.logs.get(table, Log())
+            changed = _changed(frame, self._typed(table, base))
+            if not log.logged or log.stored + changed.height > COMPACT_RATIO * max(frame.height, 1):
+                self.write(table, frame, meta)
+            elif changed.height:
+                delta.append(uri, changed.with_columns(pl.lit(log.seq + 1, pl.Int64).alias(SEQ)), commit_metadata=meta)
+        elif table == "alias_map":
+            if delta.partition_columns(uri) != [ALIAS_PARTITION]:
+                self.write(table, frame, meta)
+                return
+            dated = _known_day(frame)
+            days = _known_day(_changed(frame, self._typed(table, base)))[ALIAS_PARTITION].unique().sort().to_list()
+            if days:
+                rows = dated.filter(pl.col(ALIAS_PARTITION).is_in(days)).sort(*alias_map.KEY, "known_from")
+                delta.replace_partition_values(uri, rows, ALIAS_PARTITION, days, meta)
+        else:
+            self.write(table, frame, meta)
 
     def alias_map(self) -> alias_map.AliasMap:
         return alias_map.AliasMap(self.read("alias_map"))
@@ -168,11 +253,15 @@ class IdentityStore:
         ev = without_erased_identifiers(events.lazy(), self.root.parent, edges.IDENTIFIER_TYPES)  # erased: never again
         day_ids = edges.identifiers(ev).collect()
         day_links = edges.links(ev).collect()
-        ids = edges.merge_identifiers(self.read("identifiers"), day_ids)
-        lk = edges.merge_links(self.read("links"), day_links)
-        sig = probabilistic.merge_signals(self.read("signals"), probabilistic.signals(ev).collect())
+        loaded = {name: self._load(name) for name in ("identifiers", "links", "signals")}
+        base = {name: frame for name, (frame, _) in loaded.items()}
+        ids = edges.merge_identifiers(base["identifiers"], day_ids)
+        lk = edges.merge_links(base["links"], day_links)
+        sig = probabilistic.merge_signals(base["signals"], probabilistic.signals(ev).collect())
         touched = day_ids.select("identifier_type", "identifier")
-        return self._plan(ids, lk, sig, touched, _count(ev), now, historical)
+        return self._plan(
+            ids, lk, sig, touched, _count(ev), now, historical, base, {n: log for n, (_, log) in loaded.items()}
+        )
 
     def split(self, a: str, b: str, now: datetime | None = None) -> RunSummary:
         """Retract the edge between ids `a` and `b` (`type:value` or a value): un-merge their person."""
@@ -206,7 +295,19 @@ class IdentityStore:
         )
         self.write("retractions", retractions, {"identity_run": "split"})
         touched = pl.DataFrame({"identifier_type": [ia[0], ib[0]], "identifier": [ia[1], ib[1]]})
-        plan = self._plan(self.read("identifiers"), self.read("links"), self.read("signals"), touched, 0, when, False)
+        loaded = {name: self._load(name) for name in ("identifiers", "links", "signals")}
+        base = {name: frame for name, (frame, _) in loaded.items()}
+        plan = self._plan(
+            base["identifiers"],
+            base["links"],
+            base["signals"],
+            touched,
+            0,
+            when,
+            False,
+            base,
+            {n: log for n, (_, log) in loaded.items()},
+        )
         return self.commit(plan)
 
     def find(self, ref: str) -> tuple[str, str]:
@@ -276,9 +377,9 @@ class IdentityStore:
         ledger = run.tables.get("days")
         if ledger is not None:
             self.write("days", ledger.with_columns(pl.lit(PENDING).alias("status")), run.meta)
-        for name, frame in run.tables.items():
+        for name in run.tables:
             if name != "days":
-                self.write(name, frame, run.meta)
+                self._store(name, run)
         if ledger is not None:
             self.write("days", ledger, run.meta)
         return run.summary
@@ -292,8 +393,11 @@ class IdentityStore:
         n_events: int,
         now: datetime | None,
         historical: bool,
+        base: dict[str, pl.DataFrame] | None = None,
+        logs: dict[str, Log] | None = None,
     ) -> Run:
         now = (now or datetime.now(UTC)).astimezone(UTC)
+        base, logs = dict(base or {}), dict(logs or {})
         g = self.guardrails
         retractions = self.read("retractions")
         judged, violations = edges.judge(lk, g, retractions)
@@ -309,13 +413,16 @@ class IdentityStore:
             )
         judged = pl.concat([judged, scored]).sort("anonymous_id", "other_type", "other")
         usable = ids.filter(~g.blocked("identifier"))
-        previous = self.read("persons")
+        previous, persons_log = self._load("persons")
         if touched is None or previous.height == 0:
+            base = {}
             scope_ids = None
             nodes = usable
             judged_scope = judged
         else:
-            before = self.read("edges")
+            before, logs["edges"] = self._load("edges")
+            base.update(edges=before, persons=previous)
+            logs["persons"] = persons_log
             changed = pl.concat(
                 [
                     judged.join(before, on=["anonymous_id", "other_type", "other", "status"], how="anti"),
@@ -361,6 +468,8 @@ class IdentityStore:
         persons = persons.sort("identifier_type", "identifier")
         judged = judged.sort("anonymous_id", "other_type", "other")
         old_map = self.read("alias_map")
+        if base:
+            base["alias_map"] = old_map
         new_map = alias_map.update(
             old_map, alias_map.facts(found), scope_ids, now, historical=historical and old_map.height == 0
         )
@@ -395,7 +504,7 @@ class IdentityStore:
             alias_facts_closed=closed,
             mode="full" if scope_ids is None else "incremental",
         )
-        return Run(summary, tables, meta)
+        return Run(summary, tables, meta, base, logs)
 
     # -- explanation ------------------------------------------------------------------------------------
     def explain(self, ref: str) -> dict:
@@ -447,6 +556,15 @@ def _digests(events: pl.DataFrame, days: list[str]) -> dict[str, tuple[int, str]
     )
     found = {d: (int(n), f"{n}:{h}") for d, n, h in per_day}
     return {d: found.get(d, (0, "0:0")) for d in days}
+
+
+def _changed(new: pl.DataFrame, old: pl.DataFrame) -> pl.DataFrame:
+    """Rows of `new` that `old` does not hold exactly (new keys and changed values)."""
+    return new.join(old, on=new.columns, how="anti", nulls_equal=True)
+
+
+def _known_day(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.with_columns(pl.col("known_from").dt.date().cast(pl.String).alias(ALIAS_PARTITION))
 
 
 def _count(events: pl.LazyFrame) -> int:

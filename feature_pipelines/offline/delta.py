@@ -218,14 +218,51 @@ def iter_partition(
                 yield frame
 
 
-def overwrite_table(uri: str, frame: pl.DataFrame, commit_metadata: dict[str, str] | None = None) -> Commit:
-    """Replace a whole (small, derived) table in one Delta commit: identity state that is rewritten as a
-    whole each run, with its earlier versions kept in the log."""
+def overwrite_table(
+    uri: str,
+    frame: pl.DataFrame,
+    commit_metadata: dict[str, str] | None = None,
+    partition_by: list[str] | None = None,
+) -> Commit:
+    """Replace a whole (derived) table in one Delta commit: identity state rewritten as a whole by a full
+    recompute or a compaction, with its earlier versions kept in the log."""
     write_deltalake(
         uri,
         frame,
         mode="overwrite",
         schema_mode="overwrite",
+        partition_by=partition_by,
+        commit_properties=CommitProperties(custom_metadata=dict(commit_metadata)) if commit_metadata else None,
+        configuration={"delta.enableExpiredLogCleanup": "false"},
+        post_commithook_properties=PostCommitHookProperties(cleanup_expired_logs=False),
+    )
+    return Commit(version=DeltaTable(uri).version(), rows=frame.height)
+
+
+def partition_columns(uri: str) -> list[str]:
+    """The table's partition columns (empty: not partitioned, or no table)."""
+    if table_version(uri) is None:
+        return []
+    return list(DeltaTable(uri).metadata().partition_columns)
+
+
+def replace_partition_values(
+    uri: str, frame: pl.DataFrame, column: str, values: list[str], commit_metadata: dict[str, str] | None = None
+) -> Commit:
+    """Replace exactly the partitions `column IN values` (not a range: the partitions between them stay)
+    with `frame`, in one commit; the other partitions' files are not touched."""
+    if not values:
+        raise ValueError(f"{uri}: no partition of {column!r} named to replace")
+    outside = frame.filter(~pl.col(column).is_in(values)).height
+    if outside:
+        raise ValueError(f"{uri}: {outside} rows fall outside the partitions {values[:5]} of {column!r}")
+    quoted = ", ".join("'" + v.replace("'", "''") + "'" for v in sorted(values))
+    write_deltalake(
+        uri,
+        frame,
+        mode="overwrite",
+        predicate=f"{column} IN ({quoted})",
+        partition_by=[column],
         commit_properties=CommitProperties(custom_metadata=dict(commit_metadata)) if commit_metadata else None,
         configuration={"delta.enableExpiredLogCleanup": "false"},
         post_commithook_properties=PostCommitHookProperties(cleanup_expired_logs=False),
@@ -238,13 +275,19 @@ def overwrite_table(uri: str, frame: pl.DataFrame, commit_metadata: dict[str, st
 LEDGER_CONFIGURATION = {"delta.enableExpiredLogCleanup": "false", "delta.appendOnly": "true"}
 
 
-def append(uri: str, frame: pl.DataFrame, configuration: Mapping[str, str] | None = None) -> Commit:
+def append(
+    uri: str,
+    frame: pl.DataFrame,
+    configuration: Mapping[str, str] | None = None,
+    commit_metadata: dict[str, str] | None = None,
+) -> Commit:
     """Append `frame` in one commit (creating the table with `configuration` if it does not exist)."""
     write_deltalake(
         uri,
         frame,
         mode="append",
         configuration=dict(configuration) if configuration else None,
+        commit_properties=CommitProperties(custom_metadata=dict(commit_metadata)) if commit_metadata else None,
         post_commithook_properties=PostCommitHookProperties(cleanup_expired_logs=False),
     )
     return Commit(version=DeltaTable(uri).version(), rows=frame.height)

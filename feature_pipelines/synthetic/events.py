@@ -16,7 +16,19 @@ What the generated world holds (all counts drawn from `numpy.random.default_rng(
   a login; logged-in events carry the customer id;
 - anonymous visitors who never log in, bots (one cookie, hundreds of views), and noise: placeholder device
   ids ("", "unknown", "0", the all-zero advertising id) and broken anonymous ids ("unknown", "") that any
-  stitching must refuse to link on.
+  stitching must refuse to link on;
+- `network_id`, an IP-like signal (a hashed network): a home network per customer (one for a household
+  pair) or visitor, shared by the few ids of that home; office networks shared by a handful of customers;
+  public networks (cafes, carriers, the kiosks' network) shared by many. A visitor whose cookie was reset
+  on a desktop browser links to nothing deterministic: its home network is the evidence the scored edges
+  of `identity/probabilistic.py` use, and a visitor living with a customer (a flatmate on the same
+  network at the same times) lands in the review band.
+
+Scale: `customers` sets the customers (and, through `World.visitors`, the never-login visitors); the
+World's session means (`browse_sessions`, `visitor_sessions`) set the events per person, so 1M persons and
+~10M events is `customers=500_000` with `World(visitors=1.0, browse_sessions=0.3, visitor_sessions=0.3)`
+(`fstore generate-events --customers 500000 --visitors-per-customer 1 --sessions-per-customer 0.3
+--sessions-per-visitor 0.3`).
 
 Ground truth (`truth.parquet`: identifier_type, identifier, person) says who was behind each identifier:
 one row per (identifier, person) that used it, so a shared device or kiosk is listed once per person.
@@ -56,6 +68,7 @@ EVENT_SCHEMA: dict[str, pl.DataType] = {
     "device_type": pl.String(),
     "locale": pl.String(),
     "referrer": pl.String(),
+    "network_id": pl.String(),
 }
 TRUTH_SCHEMA: dict[str, pl.DataType] = {
     "identifier_type": pl.String(),
@@ -106,6 +119,12 @@ class World:
     bots: float = 0.002  # bots per customer (at least one)
     placeholder_device: float = 0.005  # events whose device id is a placeholder
     placeholder_anonymous: float = 0.001  # logged-in events whose anonymous id is a placeholder
+    home_network: float = 0.75  # share of a customer's own-device sessions on their home network
+    office_network: float = 0.1  # ... on their office network (the rest: public networks)
+    customers_per_office: int = 40
+    customers_per_public_network: int = 20_000  # cafes, carriers: many ids behind each at any scale
+    visitor_home: float = 0.85  # share of a visitor's sessions on their home network
+    flatmates: float = 0.02  # visitors who live with a customer (the customer's home network)
 
 
 @dataclass(frozen=True)
@@ -225,10 +244,11 @@ def _chunk(
     rng = np.random.default_rng([seed, chunk])
     people = _customers(anchors, base, count, rng)
     kiosks = max(2, total // world.customers_per_kiosk)
+    publics = _publics(total, world)
     sessions = pl.concat(
         [
-            _customer_sessions(anchors, people, rng, world, chunk, kiosks),
-            _visitor_sessions(anchors, people, rng, world, chunk, kiosks),
+            _customer_sessions(anchors, people, rng, world, chunk, kiosks, publics),
+            _visitor_sessions(anchors, people, rng, world, chunk, kiosks, publics),
             _bot_sessions(anchors, people, rng, world),
         ],
         how="vertical",
@@ -262,12 +282,22 @@ def _customers(anchors: Anchors, base: int, count: int, rng: np.random.Generator
     )
 
 
+def _publics(total: int, w: World) -> int:
+    return max(1, total // w.customers_per_public_network)
+
+
 def _pick(rng: np.random.Generator, choices: tuple[str, ...], p: tuple[float, ...], size: int) -> np.ndarray:
     return np.asarray(choices, dtype=object)[rng.choice(len(choices), size=size, p=p)]
 
 
 def _customer_sessions(
-    anchors: Anchors, people: pl.DataFrame, rng: np.random.Generator, w: World, chunk: int, kiosks: int
+    anchors: Anchors,
+    people: pl.DataFrame,
+    rng: np.random.Generator,
+    w: World,
+    chunk: int,
+    kiosks: int,
+    publics: int,
 ) -> pl.DataFrame:
     n = people.height
     first = int(people["p"][0])
@@ -365,12 +395,31 @@ def _customer_sessions(
         .otherwise("device_type")
         .alias("device_type"),
     )
+    # Networks: home (a household pair shares one), office, public; a kiosk is on a public network.
+    where = rng.random(m)
+    home = np.where(in_household[p - first], p - p % 2, p)
+    s = s.with_columns(
+        pl.when(pl.Series(on_kiosk))
+        .then(_prefixed("net-k", kiosk, 11))
+        .when(pl.Series(where < w.home_network))
+        .then(_prefixed("net-h", home, 12))
+        .when(pl.Series(where < w.home_network + w.office_network))
+        .then(_prefixed("net-o", p // w.customers_per_office, 13))
+        .otherwise(_prefixed("net-p", rng.integers(0, publics, m), 14))
+        .alias("network_id")
+    )
     login = (s["kind"].to_numpy() == "purchase") | (rng.random(m) < w.browse_login)
     return _finish(s, rng, person=("c-" + pl.col("customer_id").cast(pl.String)), login=login)
 
 
 def _visitor_sessions(
-    anchors: Anchors, people: pl.DataFrame, rng: np.random.Generator, w: World, chunk: int, kiosks: int
+    anchors: Anchors,
+    people: pl.DataFrame,
+    rng: np.random.Generator,
+    w: World,
+    chunk: int,
+    kiosks: int,
+    publics: int,
 ) -> pl.DataFrame:
     first = int(people["p"][0])
     v_first = int(round(first * w.visitors))
@@ -383,6 +432,16 @@ def _visitor_sessions(
     end = _uniform_times(anchors, rng, m)
     locales = people["locale"].to_numpy()[rng.integers(0, people.height, v)] if v else np.zeros(0, object)
     on_kiosk = rng.random(m) < w.kiosk_use
+    # A visitor's home network: their own, or (a flatmate) a customer's of the chunk.
+    flatmate = rng.random(v) < w.flatmates
+    home = np.where(
+        flatmate,
+        people["p"].to_numpy()[rng.integers(0, people.height, v)] if v else np.zeros(0, np.int64),
+        (1 << 40) + v_first + np.arange(v),
+    )
+    at_home = rng.random(m) < w.visitor_home
+    public = rng.integers(0, publics, m)
+    kiosk_net = rng.integers(0, kiosks, m)
     s = pl.DataFrame({"p": owner, "end": end}).sort("p", "end")
     rank = s.select(pl.int_range(pl.len()).over("p")).to_series().to_numpy()
     slot = np.where(reset[owner] & (rank >= 1), 1, 0)  # the cookie resets after the first session
@@ -400,6 +459,12 @@ def _visitor_sessions(
         .otherwise(device)
         .alias("device_id"),
         pl.when(pl.Series(on_kiosk)).then(pl.lit("desktop")).otherwise(pl.Series(dev_type[owner])).alias("device_type"),
+        pl.when(pl.Series(on_kiosk))
+        .then(_prefixed("net-k", kiosk_net, 11))
+        .when(pl.Series(at_home))
+        .then(_prefixed("net-h", home[s["p"].to_numpy()] if m else np.zeros(0, np.int64), 12))
+        .otherwise(_prefixed("net-p", public, 14))
+        .alias("network_id"),
         pl.Series("locale", locales[owner] if m else np.zeros(0, object), pl.String),
         pl.lit(None, pl.Int64).alias("customer_id"),
         pl.lit(None, pl.String).alias("invoice_no"),
@@ -418,6 +483,7 @@ def _bot_sessions(anchors: Anchors, people: pl.DataFrame, rng: np.random.Generat
             "p": first + np.arange(b),  # b <= the chunk's customers: unique across chunks
             "end": _uniform_times(anchors, rng, b),
             "anonymous_id": _prefixed("anon-b", first + np.arange(b), 10).to_numpy(),
+            "network_id": _prefixed("net-p", (1 << 48) + first + np.arange(b), 14).to_numpy(),  # a data centre
         }
     ).with_columns(
         pl.lit(None, pl.String).alias("device_id"),
@@ -456,6 +522,7 @@ SESSION_COLUMNS = (
     "n_purchase",
     "minutes",
     "referrer",
+    "network_id",
 )
 
 
@@ -625,8 +692,10 @@ def read_events(out: Path = DEFAULT_OUT) -> pl.DataFrame:
 
 
 def ensure(out: Path = DEFAULT_OUT, customers: int | None = None, seed: int = DEFAULT_SEED) -> bool:
-    """Generate the events when the folder has none (the demo's first run); True when it generated."""
-    if any(out.glob(f"{FILE_PREFIX}*.parquet")) and (out / TRUTH_FILE).exists():
+    """Generate the events when the folder has none (the demo's first run) or holds files of an older
+    generator (a column of `EVENT_SCHEMA` missing); True when it generated."""
+    files = sorted(out.glob(f"{FILE_PREFIX}*.parquet"))
+    if files and (out / TRUTH_FILE).exists() and set(EVENT_SCHEMA) <= set(pl.read_parquet_schema(files[0])):
         return False
     write(out, customers, seed)
     return True

@@ -3,6 +3,8 @@ data, with the shared devices, kiosks, never-login visitors, bots and placeholde
 
 from __future__ import annotations
 
+import dataclasses
+
 import polars as pl
 import pytest
 
@@ -98,3 +100,22 @@ def test_scale_flag_clones_beyond_the_real_customers():
 def test_bad_scale_is_refused():
     with pytest.raises(ValueError, match="--customers must be at least 1"):
         events.generate(customers=0)
+
+
+def test_networks_home_office_public(small):
+    ev = small.events
+    assert ev["network_id"].null_count() == 0
+    kinds = ev.select(pl.col("network_id").str.slice(0, 5).value_counts()).unnest("network_id")
+    counts = dict(zip(kinds["network_id"], kinds["count"], strict=True))
+    assert {"net-h", "net-o", "net-p"} <= set(counts)
+    ids_per_network = ev.group_by("network_id").agg(pl.col("anonymous_id").n_unique().alias("n"))
+    home = ids_per_network.filter(pl.col("network_id").str.starts_with("net-h"))["n"]
+    public = ids_per_network.filter(pl.col("network_id").str.starts_with("net-p"))["n"]
+    assert home.median() <= 4 < public.median()  # a home: a few ids; a public network: many
+
+
+def test_session_knobs_scale_events_per_person():
+    lean = dataclasses.replace(events.World(), visitors=1.0, browse_sessions=0.3, visitor_sessions=0.3)
+    base, thin = events.generate(customers=400, seed=2), events.generate(customers=400, seed=2, world=lean)
+    assert thin.persons > base.persons  # one visitor per customer
+    assert thin.events.height / thin.persons < 0.75 * base.events.height / base.persons
