@@ -16,9 +16,17 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from feature_pipelines.catalog import Catalog
+from feature_pipelines.identity.stitch import IDENTITY_SOURCE
+from feature_pipelines.online.layout import OnlineLayout
+from feature_pipelines.orchestration.asset_keys import identity_key, raw_key
+from feature_pipelines.orchestration.partitions import POLICY, RETRY, partitions_for, run_days
 from feature_pipelines.orchestration.resources import FeatureStoreResource
-from feature_pipelines.privacy import purge, retention
+from feature_pipelines.privacy import consent_source, purge, retention
+from feature_pipelines.privacy.audit import AuditLog
+from feature_pipelines.privacy.consent import ConsentError
+from feature_pipelines.privacy.consent_change import refresh_online
 
+CONSENT_KEY = dg.AssetKey(["privacy", "consent"])
 RETENTION_KEY = dg.AssetKey(["privacy", "retention"])
 RETENTION_JOB = "enforce_retention"
 RETENTION_CRON = "30 3 * * *"
@@ -26,6 +34,78 @@ PURGE_KEY = dg.AssetKey(["privacy", "purge"])
 PURGE_JOB = "purge_lake"
 PURGE_CRON = "30 4 * * *"
 OVERDUE_CRON = "0 * * * *"
+
+
+def consent_dep(catalog: Catalog) -> list[dg.AssetDep]:
+    """What a view of people waits for: the consent ledger folded up to its partition (same day), when the
+    catalog has a consent source. Earlier days were folded by earlier runs."""
+    if consent_source.CONSENT_SOURCE not in catalog.sources:
+        return []
+    return [dg.AssetDep(CONSENT_KEY, partition_mapping=dg.TimeWindowPartitionMapping())]
+
+
+def build_consent_asset(catalog: Catalog) -> dg.AssetsDefinition | None:
+    """`privacy/consent`: the consent source's ingested days folded into the consent ledger, then Redis
+    brought in line for every subject with a new event (revocations gone from serving in the same step)."""
+    source = catalog.sources.get(consent_source.CONSENT_SOURCE)
+    if source is None:
+        return None
+
+    same_day = dg.TimeWindowPartitionMapping()
+    deps = [dg.AssetDep(raw_key(source), partition_mapping=same_day)]
+    if IDENTITY_SOURCE in catalog.sources:  # a cookie's choice reaches the person it stitches to that day
+        deps.append(dg.AssetDep(identity_key("alias_map"), partition_mapping=same_day))
+
+    @dg.asset(
+        key=CONSENT_KEY,
+        deps=deps,
+        partitions_def=partitions_for(source),
+        backfill_policy=POLICY,
+        retry_policy=RETRY,
+        group_name="privacy",
+        kinds={"polars", "deltalake", "redis"},
+        owners=[source.owner] if source.owner else None,
+        description="Consent events of the ingested days folded into the consent ledger (lake/privacy/consent), "
+        "known from the commit that ingested them; idempotent per day. Subjects with a new event get their "
+        "Redis deny entry and, when now denied, lose their keys (a person's alias keys too) at once.",
+    )
+    def _consent(context: dg.AssetExecutionContext, store: FeatureStoreResource) -> dg.MaterializeResult:
+        days = run_days(context)
+        settings = store.settings
+        try:
+            done = consent_source.fold(catalog, settings, days[0].isoformat(), days[-1].isoformat(), source.name)
+        except ConsentError as exc:  # bad input or a missing raw table: not transient
+            raise dg.Failure(description=str(exc), allow_retries=False) from exc
+        online = store.online_store(OnlineLayout.from_catalog(catalog))
+        try:
+            denied = refresh_online(catalog, settings, online, done.changed)
+        finally:
+            online.r.close()
+        span = f"{days[0]}..{days[-1]}"
+        if done.appended:
+            AuditLog(settings.privacy_table("audit")).append(
+                "consent_source",
+                by=f"dagster run {context.run.run_id[:8]}",
+                target=source.name,
+                details={"partitions": span, "events": done.appended, "denied_now": denied},
+            )
+        context.log.info(
+            f"{span}: {done.appended} consent events folded ({done.already} already in the ledger); "
+            f"denied now: {denied or 'none'}"
+        )
+        return dg.MaterializeResult(
+            metadata={
+                "partitions": span,
+                "rows": done.rows,
+                "events_appended": done.appended,
+                "events_already_in_ledger": done.already,
+                "ledger_version": done.ledger_version if done.ledger_version is not None else "unchanged",
+                "subjects_changed": sum(len(v) for v in done.changed.values()),
+                "denied_now": dg.MetadataValue.json(denied),
+            }
+        )
+
+    return _consent
 
 
 class RetentionConfig(dg.Config):
