@@ -221,6 +221,75 @@ def build_overdue_check(catalog: Catalog) -> dg.AssetChecksDefinition:
     return _overdue
 
 
+BACKFILL_TAG = "dagster/backfill"
+USER_TAGS = ("dagster/user", "user")
+REASON_TAGS = ("fs/reason", "reason")
+"""Run tags the backfill audit reads: who launched it (else "dagster") and why (else "")."""
+RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
+
+
+def run_assets(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[str]:
+    """The assets a run materializes: its asset selection, else those it planned (logged before it starts)."""
+    if run.asset_selection:
+        return sorted(k.to_user_string() for k in run.asset_selection)
+    planned = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED)
+    keys = {e.dagster_event.asset_key for e in planned if e.dagster_event and e.dagster_event.asset_key}
+    return sorted(k.to_user_string() for k in keys)
+
+
+def audit_backfill_run(run: dg.DagsterRun, assets: list[str], audit: AuditLog, at: datetime | None = None) -> bool:
+    """Append one `backfill` record for a run a backfill launched (tag `dagster/backfill`): who, the asset
+    keys and partition range it covers, when, and why. Once per run (a record for the run id already there:
+    nothing). Returns whether it wrote."""
+    tags = run.tags
+    backfill = tags.get(BACKFILL_TAG)
+    if not backfill:
+        return False
+    done = audit.read(action="backfill")
+    if done.height and (done["target"] == run.run_id).any():
+        return False
+    first, last = (tags.get(t) for t in RANGE_TAGS)
+    if first is None and (single := tags.get("dagster/partition")) is not None:
+        first = last = single
+    audit.append(
+        "backfill",
+        by=next((tags[t] for t in USER_TAGS if tags.get(t)), "dagster"),
+        reason=next((tags[t] for t in REASON_TAGS if tags.get(t)), ""),
+        target=run.run_id,
+        details={
+            "backfill_id": backfill,
+            "job": run.job_name,
+            "assets": assets,
+            "partitions": f"{first}..{last}" if first else "unpartitioned",
+        },
+        at=at,
+    )
+    return True
+
+
+def build_backfill_audit_sensor() -> dg.RunStatusSensorDefinition:
+    @dg.run_status_sensor(
+        run_status=dg.DagsterRunStatus.STARTED,
+        name="audit_backfills",
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Every run a manual backfill starts appends a `backfill` record to the audit log (who: the "
+        "run's user tag, else dagster; what: assets and partition range; why: the fs/reason tag).",
+    )
+    def _audit(context: dg.RunStatusSensorContext, store: FeatureStoreResource) -> dg.SkipReason | None:
+        run = context.dagster_run
+        record = context.instance.get_run_record_by_id(run.run_id)
+        started = record.start_time if record is not None else None
+        started = datetime.fromtimestamp(started, UTC) if started else None
+        audit = AuditLog(store.settings.privacy_table("audit"))
+        if run.tags.get(BACKFILL_TAG) is None or not audit_backfill_run(
+            run, run_assets(context.instance, run), audit, at=started
+        ):
+            return dg.SkipReason(f"run {run.run_id[:8]}: not a backfill, or already recorded")
+        return None
+
+    return _audit
+
+
 def build_privacy_defs(catalog: Catalog) -> dg.Definitions:
     retention_job = dg.define_asset_job(
         RETENTION_JOB,
@@ -236,6 +305,7 @@ def build_privacy_defs(catalog: Catalog) -> dg.Definitions:
         assets=[build_retention_asset(catalog), build_purge_asset(catalog)],
         asset_checks=[build_overdue_check(catalog)],
         jobs=[retention_job, purge_job],
+        sensors=[build_backfill_audit_sensor()],
         schedules=[
             dg.ScheduleDefinition(
                 name="purge_daily",
