@@ -223,6 +223,7 @@ def build_feature_asset(view: FeatureView, catalog: Catalog) -> dg.AssetsDefinit
                 frame,
                 days,
                 active_persons(view, raw, extra.inputs, days) if view.identity else None,
+                withheld=consented.withheld,
             ),
         ]
         yield dg.MaterializeResult(

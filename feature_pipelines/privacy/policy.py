@@ -30,7 +30,7 @@ from feature_pipelines.privacy import consent_source
 from feature_pipelines.privacy.consent import ConsentLedger, consent_at, now, subject_text
 from feature_pipelines.privacy.tombstones import ALIAS_PREFIX, Tombstones
 from feature_pipelines.settings import Settings
-from feature_pipelines.spec import EVENT_TIMESTAMP, FeatureView
+from feature_pipelines.spec import EVENT_TIMESTAMP, PARTITION_DATE, FeatureView
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,8 @@ class Filtered:
     frame: pl.DataFrame
     dropped: int
     subjects: int
+    withheld: pl.DataFrame | None = None
+    """(join key, partition_date) of the rows left out: not "missing" for completeness checks."""
 
 
 class PrivacyPolicy:
@@ -171,7 +173,8 @@ class PrivacyPolicy:
             return Filtered(frame, 0, 0)
         ok = self.permitted(entity.name, frame[entity.join_key], view.purposes, frame[EVENT_TIMESTAMP], None)
         dropped = frame.filter(~ok)
-        return Filtered(frame.filter(ok), dropped.height, dropped[entity.join_key].n_unique())
+        withheld = dropped.select(entity.join_key, PARTITION_DATE) if PARTITION_DATE in frame.columns else None
+        return Filtered(frame.filter(ok), dropped.height, dropped[entity.join_key].n_unique(), withheld)
 
     def without_erased(self, frame: pl.DataFrame) -> pl.DataFrame:
         """`frame` without rows holding an erased subject in any entity's key column (ingest's anti-join:

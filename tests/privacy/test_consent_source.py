@@ -271,3 +271,31 @@ def test_fstore_consent_revoke_a_person_by_an_alias(persons, settings, redis_url
     assert online.r.hget(deny_key("person"), person["dev_a"]).decode() == '["personalization"]'
     unknown = CliRunner().invoke(app, ["consent", "revoke", "--entity", "person", "nobody", "-p", "personalization"])
     assert unknown.exit_code == 2 and "neither a person id nor an alias" in unknown.output
+
+
+def test_subjects_withheld_for_consent_are_not_incomplete(catalog, settings):
+    """Completeness counts active entities without a row; one left out for consent is not missing."""
+    from datetime import date
+
+    from feature_pipelines.checks.freshness import partition_health
+
+    view = catalog.views["user_context"]
+    day = date(2011, 3, 1)
+    raw = pl.DataFrame({"invoice_date": [datetime(2011, 3, 1, 12, tzinfo=UTC)]})
+    active = pl.DataFrame({"customer_id": [1, 2, 3], EVENT_DATE: [DAY] * 3})
+    ledger = ConsentLedger(settings.privacy_table("consent"))
+    at = datetime(2011, 2, 1, tzinfo=UTC)
+    ledger.record([ConsentEvent("customer", "3", "personalization", False, at, at, "cli")])
+    rows = pl.DataFrame(
+        {
+            "customer_id": [1, 2, 3],
+            EVENT_TIMESTAMP: [datetime(2011, 3, 2, tzinfo=UTC)] * 3,
+            PARTITION_DATE: [DAY] * 3,
+        }
+    )
+    kept = PrivacyPolicy(catalog, settings).filter_view_rows(view, rows)
+    assert kept.dropped == 1 and kept.withheld.to_dicts() == [{"customer_id": 3, PARTITION_DATE: DAY}]
+    blind = partition_health(view, catalog, raw, kept.frame, [day], active)[0]
+    assert (blind.active, blind.covered) == (3, 2)  # without the policy's word: a false alarm
+    health = partition_health(view, catalog, raw, kept.frame, [day], active, kept.withheld)[0]
+    assert (health.active, health.covered) == (2, 2) and health.completeness == 1.0
