@@ -787,7 +787,9 @@ def gc(view: Annotated[str | None, typer.Argument(help="online feature view; def
 consent_app = typer.Typer(help="Consent of data subjects to purposes: grant, revoke, show, sync.", no_args_is_help=True)
 app.add_typer(consent_app, name="consent")
 
-SubjectArg = Annotated[str, typer.Argument(help="the subject's id (e.g. a customer id)")]
+SubjectArg = Annotated[
+    str, typer.Argument(help="the subject's id (a customer id; with --entity person: a person id or any alias)")
+]
 PurposeOpt = Annotated[str, typer.Option("--purpose", "-p", help="a declared purpose, e.g. personalization")]
 EntityOpt = Annotated[str | None, typer.Option(help="the subject's entity; default: the only personal one")]
 ReasonOpt = Annotated[str, typer.Option(help="why, for the audit log")]

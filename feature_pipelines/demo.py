@@ -81,14 +81,18 @@ def ensure_behaviour_events(catalog: Catalog) -> None:
     """The behaviour events are synthetic and git-ignored: generate the default set (seeded, deterministic)
     when the declared location has none, so a fresh checkout runs the whole demo."""
     from feature_pipelines.offline.ingest import SourceError, source_files
-    from feature_pipelines.synthetic import events
+    from feature_pipelines.synthetic import consent, events
 
-    if "behaviour_events" not in catalog.sources:
-        return
-    try:
-        source_files(catalog.sources["behaviour_events"], catalog.base_dir)
-    except SourceError:
-        events.ensure(events.DEFAULT_OUT)
+    if "behaviour_events" in catalog.sources:
+        try:
+            source_files(catalog.sources["behaviour_events"], catalog.base_dir)
+        except SourceError:
+            events.ensure(events.DEFAULT_OUT)
+    if "consent_events" in catalog.sources:  # the consent choices follow the behaviour events' cookies
+        try:
+            source_files(catalog.sources["consent_events"], catalog.base_dir)
+        except SourceError:
+            consent.ensure(consent.DEFAULT_OUT)
 
 
 def _raw_history_range(catalog: Catalog, first: str) -> tuple[str, str] | None:
@@ -172,6 +176,26 @@ def summary(catalog: Catalog, settings: Settings, instance: dg.DagsterInstance, 
         for r in row:
             console.print(r.to_dict(), soft_wrap=True)
     alias_lookup(catalog, settings, console)
+    consent_summary(catalog, settings, console)
+
+
+def consent_summary(catalog: Catalog, settings: Settings, console: Console) -> dict[str, tuple[int, int]] | None:
+    """What consent withholds now: per personal entity, ledger events that speak for it and subjects its
+    Redis deny hash blocks (none of their keys are served). Returns entity -> (events, denied)."""
+    from feature_pipelines.online.layout import deny_key
+    from feature_pipelines.privacy.policy import PrivacyPolicy
+
+    policy = PrivacyPolicy(catalog, settings)
+    if delta.table_version(policy.consent.uri) is None:
+        return None
+    r = connect(settings.redis_url)
+    shown = {}
+    for entity in sorted(e.name for e in catalog.entities.values() if e.personal):
+        shown[entity] = (policy.subject_events(entity).height, int(r.hlen(deny_key(entity))))
+    r.close()
+    text = "; ".join(f"{entity}: {n:,} events, {d:,} withheld" for entity, (n, d) in shown.items())
+    console.print(f"[bold]Consent[/bold] (ledger, Redis deny hashes): {text}", highlight=False)
+    return shown
 
 
 PROFILE_VIEW = "person_profile"

@@ -37,9 +37,11 @@ def partition_health(
     frame: pl.DataFrame,
     days: list[date],
     active: pl.DataFrame | None = None,
+    withheld: pl.DataFrame | None = None,
 ) -> list[PartitionHealth]:
     """`active`: (join key, event_date) of the entities active each day, when the raw rows do not carry the
-    key (an identity-keyed view's persons: `enrichment.active_persons`)."""
+    key (an identity-keyed view's persons: `enrichment.active_persons`). `withheld`: (join key,
+    partition_date) the privacy policy left out on purpose (no consent, erased): not active for the check."""
     source = catalog.source_of(view)
     key = catalog.entity_of(view).join_key
     times = raw[source.event_time_column].sort()
@@ -51,6 +53,9 @@ def partition_health(
     if active is None:
         active = view.prepare(raw.lazy()).select(key, EVENT_DATE).unique().collect()
     active = active.filter(pl.col(EVENT_DATE).is_in(names))
+    if withheld is not None and withheld.height:
+        gone = withheld.select(pl.col(key).cast(active.schema[key]), pl.col(PARTITION_DATE).alias(EVENT_DATE))
+        active = active.join(gone, on=[key, EVENT_DATE], how="anti")
     got = frame.select(key, pl.col(PARTITION_DATE).alias(EVENT_DATE))
     active_n = dict(active.group_by(EVENT_DATE).len().iter_rows())
     covered_n = dict(active.join(got, on=[key, EVENT_DATE], how="semi").group_by(EVENT_DATE).len().iter_rows())

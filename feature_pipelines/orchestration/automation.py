@@ -26,7 +26,9 @@ from feature_pipelines.offline.delta import table_version
 from feature_pipelines.online.layout import OnlineLayout
 from feature_pipelines.orchestration.asset_keys import IDENTITY_TABLES, feature_key, identity_key, online_key, raw_key
 from feature_pipelines.orchestration.partitions import partitions_for
+from feature_pipelines.orchestration.privacy_assets import CONSENT_KEY
 from feature_pipelines.orchestration.resources import FeatureStoreResource
+from feature_pipelines.privacy.consent_source import CONSENT_SOURCE
 from feature_pipelines.spec import EVENT_DATE, PARTITION_DATE, BatchSource, FeatureView
 
 DAILY_CRON = "0 6 * * *"
@@ -213,6 +215,8 @@ def automation_conditions(catalog: Catalog) -> dict[dg.AssetKey, dg.AutomationCo
         out[raw_key(source)] = dg.AutomationCondition.on_cron(DAILY_CRON, cron_timezone="UTC")
     if IDENTITY_SOURCE in catalog.sources:  # the identity graph follows its events like a feature view
         out.update({identity_key(name): feature_condition() for name in IDENTITY_TABLES})
+    if CONSENT_SOURCE in catalog.sources:  # the consent ledger follows its source like a feature view
+        out[CONSENT_KEY] = feature_condition()
     for view in catalog.views.values():
         out[feature_key(view)] = feature_condition()
         if view.online:

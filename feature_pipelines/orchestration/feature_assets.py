@@ -32,6 +32,7 @@ from feature_pipelines.orchestration.feature_checks import (
     reference_partitions,
 )
 from feature_pipelines.orchestration.partitions import POLICY, RETRY, partitions_for, run_days
+from feature_pipelines.orchestration.privacy_assets import consent_dep
 from feature_pipelines.orchestration.resources import FeatureStoreResource
 from feature_pipelines.orchestration.table_metadata import table_schema
 from feature_pipelines.privacy import pii
@@ -59,6 +60,8 @@ def build_feature_asset(view: FeatureView, catalog: Catalog) -> dg.AssetsDefinit
     if view.identity is not None:
         # Partition D resolves persons as known at its end: the identity graph with day D folded in.
         deps.append(dg.AssetDep(identity_key("alias_map"), partition_mapping=dg.TimeWindowPartitionMapping()))
+    if entity.personal:  # consent as folded up to the partition's day (privacy/consent), if a source feeds it
+        deps += consent_dep(catalog)
     lookup_sources = [catalog.sources[n] for n in dict.fromkeys(lookup.source_name for lookup in view.lookups)]
     for lookup_source in lookup_sources:
         if lookup_source.name != source.name:
@@ -220,6 +223,7 @@ def build_feature_asset(view: FeatureView, catalog: Catalog) -> dg.AssetsDefinit
                 frame,
                 days,
                 active_persons(view, raw, extra.inputs, days) if view.identity else None,
+                withheld=consented.withheld,
             ),
         ]
         yield dg.MaterializeResult(

@@ -160,12 +160,14 @@ def health_checks(
     frame: pl.DataFrame,
     days: list[date],
     active: pl.DataFrame | None = None,
+    withheld: pl.DataFrame | None = None,
 ) -> list[dg.AssetCheckResult]:
     """Source freshness and completeness over every partition of the run. Each headline value describes
     the verdict's scope: the worst partition of the run (named beside it), not the newest one, so a check
     failing over three days never shows the fine value of the last. `active`: the persons of an
-    identity-keyed view, resolved as the view resolves them (completeness counts those)."""
-    health = freshness.partition_health(view, catalog, raw, frame, days, active)
+    identity-keyed view, resolved as the view resolves them (completeness counts those). `withheld`:
+    (join key, partition_date) left out for consent or erasure on purpose: not counted as incomplete."""
+    health = freshness.partition_health(view, catalog, raw, frame, days, active, withheld)
     limit = view.max_source_lag
     span = f"{health[0].partition}..{health[-1].partition}"
     stale = [h for h in health if h.source_lag is None or h.source_lag > limit]

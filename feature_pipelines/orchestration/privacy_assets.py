@@ -16,9 +16,17 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from feature_pipelines.catalog import Catalog
+from feature_pipelines.identity.stitch import IDENTITY_SOURCE
+from feature_pipelines.online.layout import OnlineLayout
+from feature_pipelines.orchestration.asset_keys import identity_key, raw_key
+from feature_pipelines.orchestration.partitions import POLICY, RETRY, partitions_for, run_days
 from feature_pipelines.orchestration.resources import FeatureStoreResource
-from feature_pipelines.privacy import purge, retention
+from feature_pipelines.privacy import consent_source, purge, retention
+from feature_pipelines.privacy.audit import AuditLog
+from feature_pipelines.privacy.consent import ConsentError
+from feature_pipelines.privacy.consent_change import refresh_online
 
+CONSENT_KEY = dg.AssetKey(["privacy", "consent"])
 RETENTION_KEY = dg.AssetKey(["privacy", "retention"])
 RETENTION_JOB = "enforce_retention"
 RETENTION_CRON = "30 3 * * *"
@@ -26,6 +34,78 @@ PURGE_KEY = dg.AssetKey(["privacy", "purge"])
 PURGE_JOB = "purge_lake"
 PURGE_CRON = "30 4 * * *"
 OVERDUE_CRON = "0 * * * *"
+
+
+def consent_dep(catalog: Catalog) -> list[dg.AssetDep]:
+    """What a view of people waits for: the consent ledger folded up to its partition (same day), when the
+    catalog has a consent source. Earlier days were folded by earlier runs."""
+    if consent_source.CONSENT_SOURCE not in catalog.sources:
+        return []
+    return [dg.AssetDep(CONSENT_KEY, partition_mapping=dg.TimeWindowPartitionMapping())]
+
+
+def build_consent_asset(catalog: Catalog) -> dg.AssetsDefinition | None:
+    """`privacy/consent`: the consent source's ingested days folded into the consent ledger, then Redis
+    brought in line for every subject with a new event (revocations gone from serving in the same step)."""
+    source = catalog.sources.get(consent_source.CONSENT_SOURCE)
+    if source is None:
+        return None
+
+    same_day = dg.TimeWindowPartitionMapping()
+    deps = [dg.AssetDep(raw_key(source), partition_mapping=same_day)]
+    if IDENTITY_SOURCE in catalog.sources:  # a cookie's choice reaches the person it stitches to that day
+        deps.append(dg.AssetDep(identity_key("alias_map"), partition_mapping=same_day))
+
+    @dg.asset(
+        key=CONSENT_KEY,
+        deps=deps,
+        partitions_def=partitions_for(source),
+        backfill_policy=POLICY,
+        retry_policy=RETRY,
+        group_name="privacy",
+        kinds={"polars", "deltalake", "redis"},
+        owners=[source.owner] if source.owner else None,
+        description="Consent events of the ingested days folded into the consent ledger (lake/privacy/consent), "
+        "known from the commit that ingested them; idempotent per day. Subjects with a new event get their "
+        "Redis deny entry and, when now denied, lose their keys (a person's alias keys too) at once.",
+    )
+    def _consent(context: dg.AssetExecutionContext, store: FeatureStoreResource) -> dg.MaterializeResult:
+        days = run_days(context)
+        settings = store.settings
+        try:
+            done = consent_source.fold(catalog, settings, days[0].isoformat(), days[-1].isoformat(), source.name)
+        except ConsentError as exc:  # bad input or a missing raw table: not transient
+            raise dg.Failure(description=str(exc), allow_retries=False) from exc
+        online = store.online_store(OnlineLayout.from_catalog(catalog))
+        try:
+            denied = refresh_online(catalog, settings, online, done.changed)
+        finally:
+            online.r.close()
+        span = f"{days[0]}..{days[-1]}"
+        if done.appended:
+            AuditLog(settings.privacy_table("audit")).append(
+                "consent_source",
+                by=f"dagster run {context.run.run_id[:8]}",
+                target=source.name,
+                details={"partitions": span, "events": done.appended, "denied_now": denied},
+            )
+        context.log.info(
+            f"{span}: {done.appended} consent events folded ({done.already} already in the ledger); "
+            f"denied now: {denied or 'none'}"
+        )
+        return dg.MaterializeResult(
+            metadata={
+                "partitions": span,
+                "rows": done.rows,
+                "events_appended": done.appended,
+                "events_already_in_ledger": done.already,
+                "ledger_version": done.ledger_version if done.ledger_version is not None else "unchanged",
+                "subjects_changed": sum(len(v) for v in done.changed.values()),
+                "denied_now": dg.MetadataValue.json(denied),
+            }
+        )
+
+    return _consent
 
 
 class RetentionConfig(dg.Config):
@@ -141,6 +221,75 @@ def build_overdue_check(catalog: Catalog) -> dg.AssetChecksDefinition:
     return _overdue
 
 
+BACKFILL_TAG = "dagster/backfill"
+USER_TAGS = ("dagster/user", "user")
+REASON_TAGS = ("fs/reason", "reason")
+"""Run tags the backfill audit reads: who launched it (else "dagster") and why (else "")."""
+RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
+
+
+def run_assets(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[str]:
+    """The assets a run materializes: its asset selection, else those it planned (logged before it starts)."""
+    if run.asset_selection:
+        return sorted(k.to_user_string() for k in run.asset_selection)
+    planned = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED)
+    keys = {e.dagster_event.asset_key for e in planned if e.dagster_event and e.dagster_event.asset_key}
+    return sorted(k.to_user_string() for k in keys)
+
+
+def audit_backfill_run(run: dg.DagsterRun, assets: list[str], audit: AuditLog, at: datetime | None = None) -> bool:
+    """Append one `backfill` record for a run a backfill launched (tag `dagster/backfill`): who, the asset
+    keys and partition range it covers, when, and why. Once per run (a record for the run id already there:
+    nothing). Returns whether it wrote."""
+    tags = run.tags
+    backfill = tags.get(BACKFILL_TAG)
+    if not backfill:
+        return False
+    done = audit.read(action="backfill")
+    if done.height and (done["target"] == run.run_id).any():
+        return False
+    first, last = (tags.get(t) for t in RANGE_TAGS)
+    if first is None and (single := tags.get("dagster/partition")) is not None:
+        first = last = single
+    audit.append(
+        "backfill",
+        by=next((tags[t] for t in USER_TAGS if tags.get(t)), "dagster"),
+        reason=next((tags[t] for t in REASON_TAGS if tags.get(t)), ""),
+        target=run.run_id,
+        details={
+            "backfill_id": backfill,
+            "job": run.job_name,
+            "assets": assets,
+            "partitions": f"{first}..{last}" if first else "unpartitioned",
+        },
+        at=at,
+    )
+    return True
+
+
+def build_backfill_audit_sensor() -> dg.RunStatusSensorDefinition:
+    @dg.run_status_sensor(
+        run_status=dg.DagsterRunStatus.STARTED,
+        name="audit_backfills",
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Every run a manual backfill starts appends a `backfill` record to the audit log (who: the "
+        "run's user tag, else dagster; what: assets and partition range; why: the fs/reason tag).",
+    )
+    def _audit(context: dg.RunStatusSensorContext, store: FeatureStoreResource) -> dg.SkipReason | None:
+        run = context.dagster_run
+        record = context.instance.get_run_record_by_id(run.run_id)
+        started = record.start_time if record is not None else None
+        started = datetime.fromtimestamp(started, UTC) if started else None
+        audit = AuditLog(store.settings.privacy_table("audit"))
+        if run.tags.get(BACKFILL_TAG) is None or not audit_backfill_run(
+            run, run_assets(context.instance, run), audit, at=started
+        ):
+            return dg.SkipReason(f"run {run.run_id[:8]}: not a backfill, or already recorded")
+        return None
+
+    return _audit
+
+
 def build_privacy_defs(catalog: Catalog) -> dg.Definitions:
     retention_job = dg.define_asset_job(
         RETENTION_JOB,
@@ -156,6 +305,7 @@ def build_privacy_defs(catalog: Catalog) -> dg.Definitions:
         assets=[build_retention_asset(catalog), build_purge_asset(catalog)],
         asset_checks=[build_overdue_check(catalog)],
         jobs=[retention_job, purge_job],
+        sensors=[build_backfill_audit_sensor()],
         schedules=[
             dg.ScheduleDefinition(
                 name="purge_daily",

@@ -26,7 +26,17 @@ SCHEMA: dict[str, pl.DataType] = {
     "reason": pl.String(),
     "details": pl.String(),
 }
-ACTIONS = ("consent_grant", "consent_revoke", "erase", "purge", "retention", "acl_apply", "rollback", "backfill")
+ACTIONS = (
+    "consent_grant",
+    "consent_revoke",
+    "consent_source",
+    "erase",
+    "purge",
+    "retention",
+    "acl_apply",
+    "rollback",
+    "backfill",
+)
 CONFIGURATION = {**delta.LEDGER_CONFIGURATION, "delta.dataSkippingStatsColumns": "at,action"}
 
 

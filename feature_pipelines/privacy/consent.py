@@ -112,12 +112,18 @@ def consent_at(
 ) -> pl.Series:
     """Whether each of `rows` (columns `subject` (key text) and `at` (UTC)) has consent for every purpose
     in `purposes` (name -> opt_in) at its `at`, as known at its `at` (`known="row"`), at a fixed instant,
-    or as known now (`known=None`). Same length and order as `rows`."""
+    or as known now (`known=None`). Same length and order as `rows`.
+
+    `events` may carry a `via` column: the id that made the choice, when several ids speak for one subject
+    (a person's customer id and cookies, `PrivacyPolicy`). Each id's latest choice counts; the subject has
+    consent when every id with a choice granted it (a revocation by any of them wins), else by default."""
     if rows.height == 0 or not purposes:
         return pl.Series("consented", [True] * rows.height, dtype=pl.Boolean)
     left = rows.select("subject", pl.col("at").cast(US)).with_row_index("__row")
+    if "via" not in events.columns:
+        events = events.with_columns(pl.col("subject").alias("via"))
     relevant = events.filter(pl.col("purpose").is_in(list(purposes))).select(
-        "subject", "purpose", "granted", "event_time", "known_time"
+        "subject", "via", "purpose", "granted", "event_time", "known_time"
     )
     matched = left.join(relevant, on="subject", how="inner").filter(pl.col("event_time") <= pl.col("at"))
     if known == "row":
@@ -125,9 +131,11 @@ def consent_at(
     elif isinstance(known, datetime):
         matched = matched.filter(pl.col("known_time") <= known)
     latest = (
-        matched.sort("__row", "purpose", "event_time", "known_time", pl.col("granted").not_())
-        .group_by("__row", "purpose", maintain_order=True)
+        matched.sort("__row", "purpose", "via", "event_time", "known_time", pl.col("granted").not_())
+        .group_by("__row", "purpose", "via", maintain_order=True)
         .agg(pl.col("granted").last())
+        .group_by("__row", "purpose")
+        .agg(pl.col("granted").all())
     )
     defaults = pl.DataFrame({"purpose": list(purposes), "default": [not opt_in for opt_in in purposes.values()]})
     grid = left.select("__row").join(defaults, how="cross")

@@ -5,6 +5,11 @@ every push sweeps by it), then its keys are unlinked in every version of every v
 purpose. Setting the entry before unlinking closes the race with a push writing meanwhile: either the push
 sweeps after the entry is set, or its keys exist before the unlink. A grant clears what it can: the entry
 keeps any other purpose still denied; the subject's rows come back with the next push.
+
+People have several ids. A revocation of a person (`--entity person`, by its person id or any alias, as
+in erasure) removes its data keys and the alias keys of every id it had, in every version of every person
+view serving the purpose. A customer's (or a cookie's) choice applies to the person the id stitches to
+now (`PrivacyPolicy`): revoking customer 12346 also withholds that person, keys and alias keys, at once.
 """
 
 from __future__ import annotations
@@ -42,19 +47,23 @@ class ConsentChange:
 
 
 def personal_entity(catalog: Catalog, name: str | None, subject: str | None = None) -> str:
-    """The entity a subject id belongs to: `name`, the catalog's only personal entity, or the only personal
-    entity whose key rules accept `subject` (a customer id `12352` is no person id `p_...`)."""
+    """The entity a subject id belongs to: `name`; else the only personal entity whose key rules accept
+    `subject` (`p_...` is a person's id, `12352` a customer's); else the only personal entity besides
+    persons (an alias of a person is named with `--entity person`)."""
+    from feature_pipelines.identity.alias_map import PERSON_COLUMN
+
     personal = sorted(e.name for e in catalog.entities.values() if e.personal)
     if name is None:
-        if len(personal) > 1 and subject is not None:
+        if subject is not None:
             accepting = [e for e in personal if _accepts(catalog.entities[e], subject)]
             if len(accepting) == 1:
                 return accepting[0]
-        if len(personal) != 1:
+        plain = [n for n in personal if catalog.entities[n].join_key != PERSON_COLUMN]
+        if len(plain) != 1:
             raise ConsentError(
                 f"say which entity the subject {subject!r} is (--entity): personal entities are {personal}"
             )
-        return personal[0]
+        return plain[0]
     if name not in personal:
         raise ConsentError(f"entity {name!r} is not personal (personal: {personal}); consent applies to people")
     return name
@@ -89,23 +98,34 @@ def change_consent(
     if purpose not in catalog.purposes:
         raise ConsentError(f"unknown purpose {purpose!r}; declared purposes: {sorted(catalog.purposes)}")
     policy = PrivacyPolicy(catalog, settings)
-    key = subject_text(pl.Series([subject]).cast(catalog.entities[entity].polars_dtype))[0]
+    if policy.is_person(entity):
+        key = person_of(settings, subject)
+    else:
+        key = subject_text(pl.Series([subject]).cast(catalog.entities[entity].polars_dtype))[0]
+    # The person this id stitches to (a customer's), besides the subject itself: the choice applies to both.
+    person = policy.person_entity()
+    also = [(person, p) for p in policy.persons_of(entity, [key])] if person else []
     known = now()
     event = ConsentEvent(entity, key, purpose, granted, event_time or known, known, origin, by)
     if granted:
         if policy.erased(entity, pl.Series([key]))[0]:
             raise ConsentError(f"{entity} {subject} was erased: consent cannot be granted to an erased subject")
         policy.consent.record([event])
-        entry = PrivacyPolicy(catalog, settings).deny_entry(entity, key)  # sees the new event
-        store.set_deny(entity, key, entry)
+        after = PrivacyPolicy(catalog, settings)  # sees the new event
+        for ent, sub in [(entity, key), *also]:
+            store.set_deny(ent, sub, after.deny_entry(ent, sub))
+        entry = store.deny_entries(entity, [key])[0]
         removed = 0
         online_seconds = time.perf_counter() - started
     else:
         # Redis first: serving stops before the (slower) ledger commit. If that commit then fails the
         # subject stays denied without a record (the safe side), and the error says so.
-        entry = with_denied(store.deny_entries(entity, [key])[0], purpose)
-        store.set_deny(entity, key, entry)
-        removed = store.remove_subject(entity, key, {purpose})
+        removed = 0
+        for ent, sub in [(entity, key), *also]:
+            store.set_deny(ent, sub, with_denied(store.deny_entries(ent, [sub])[0], purpose))
+            ids = policy.identifiers_of(sub) if policy.is_person(ent) else ()
+            removed += store.remove_subject(ent, sub, {purpose}, identifiers=ids)
+        entry = store.deny_entries(entity, [key])[0]
         online_seconds = time.perf_counter() - started
         try:
             policy.consent.record([event])
@@ -122,7 +142,12 @@ def change_consent(
         entity=entity,
         subject=key,
         target=purpose,
-        details={"keys_removed": removed, "event_time": event.event_time.isoformat(), "origin": origin},
+        details={
+            "keys_removed": removed,
+            "event_time": event.event_time.isoformat(),
+            "origin": origin,
+            "persons": len(also),
+        },
     )
     return ConsentChange(entity, key, purpose, granted, entry, removed, seconds, online_seconds)
 
@@ -134,23 +159,58 @@ def with_denied(entry: str | None, purpose: str) -> str:
     return json.dumps(sorted(set(json.loads(entry) if entry else []) | {purpose}))
 
 
+def person_of(settings: Settings, ref: str) -> str:
+    """The person `ref` names (a person id or any alias, as erasure resolves it)."""
+    from feature_pipelines.identity.stitch import IdentityStore
+    from feature_pipelines.privacy.erasure import ErasureError
+    from feature_pipelines.privacy.person_erasure import resolve_person
+
+    try:
+        return resolve_person(IdentityStore(settings.lake_dir), ref)
+    except ErasureError as exc:
+        raise ConsentError(str(exc)) from exc
+
+
+def refresh_online(
+    catalog: Catalog, settings: Settings, store: OnlineStore, changed: dict[str, set[str]]
+) -> dict[str, int]:
+    """Bring the deny hashes of subjects whose consent changed (ledger entity -> subjects, e.g. after a
+    batch of source events) in line with the ledger, and unlink the keys (and a person's alias keys) of
+    each it now denies. Ids the identity graph links (customers, cookies) refresh the person they stitch
+    to. Returns subjects denied per entity."""
+    policy = PrivacyPolicy(catalog, settings)
+    person = policy.person_entity()
+    targets: dict[str, set[str]] = {}
+    for entity, subjects in changed.items():
+        if entity in catalog.entities and catalog.entities[entity].personal:
+            targets.setdefault(entity, set()).update(subjects)
+        if person is not None:
+            targets.setdefault(person, set()).update(policy.persons_of(entity, sorted(subjects)))
+    counts: dict[str, int] = {}
+    for entity, subjects in targets.items():
+        ordered = sorted(subjects)
+        n = 0
+        for subject, entry in zip(ordered, policy.deny_entries(entity, ordered), strict=True):
+            store.set_deny(entity, subject, entry)
+            if entry is not None:
+                n += 1
+                ids = policy.identifiers_of(subject) if policy.is_person(entity) else ()
+                purposes = None if entry == ERASED else set(_purposes(entry))
+                store.remove_subject(entity, subject, purposes, identifiers=ids)
+        counts[entity] = n
+    return counts
+
+
 def sync_deny(catalog: Catalog, settings: Settings, store: OnlineStore) -> dict[str, int]:
     """Rebuild every personal entity's deny hash from the ledgers (after a Redis loss, say), and unlink the
     keys of every subject it denies. Returns entries per entity."""
     policy = PrivacyPolicy(catalog, settings)
-    counts: dict[str, int] = {}
+    changed: dict[str, set[str]] = {}
     for entity in (e.name for e in catalog.entities.values() if e.personal):
-        subjects = set(policy.consent.events(entity)["subject"].to_list())
-        subjects |= set(policy.tombstones.subjects(entity).to_list())
-        n = 0
-        for subject in sorted(subjects):
-            entry = policy.deny_entry(entity, subject)
-            store.set_deny(entity, subject, entry)
-            if entry is not None:
-                n += 1
-                store.remove_subject(entity, subject, None if entry == "*" else set(_purposes(entry)))
-        counts[entity] = n
-    return counts
+        subjects = set(policy.subject_events(entity)["subject"].to_list())
+        changed[entity] = subjects | set(policy.tombstones.subjects(entity).to_list())
+    counts = refresh_online(catalog, settings, store, changed)
+    return {entity: counts.get(entity, 0) for entity in changed}
 
 
 def _purposes(entry: str) -> list[str]:

@@ -25,6 +25,7 @@ from feature_pipelines.identity.edges import IDENTIFIER_TYPES
 from feature_pipelines.offline import delta
 from feature_pipelines.online.layout import ERASED
 from feature_pipelines.online.store import OnlineStore
+from feature_pipelines.privacy import consent_source
 from feature_pipelines.privacy.audit import AuditLog
 from feature_pipelines.privacy.consent import now, subject_text
 from feature_pipelines.privacy.tombstones import Tombstones, alias_entity
@@ -132,6 +133,8 @@ def erase(
         if predicate is not None:
             uri = settings.quarantine_table(source.name)
             tables[uri] = delta.delete(uri, predicate, metadata)
+    if ent.join_key in IDENTIFIER_TYPES:  # its choices in consent sources (`subject_type` = the key)
+        tables.update(consent_source.erase_subjects(catalog, settings, ent.join_key, [key], metadata))
     if ent.personal:
         uri = settings.privacy_table("consent")
         tables[uri] = delta.delete(uri, f"entity = '{entity}' AND subject = '{key}'", metadata)

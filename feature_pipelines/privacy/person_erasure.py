@@ -26,6 +26,7 @@ from feature_pipelines.identity import stitch
 from feature_pipelines.identity.edges import ANONYMOUS, CUSTOMER, IDENTIFIER_TYPES
 from feature_pipelines.offline import delta
 from feature_pipelines.online.store import OnlineStore
+from feature_pipelines.privacy import consent_source
 from feature_pipelines.privacy.audit import AuditLog
 from feature_pipelines.privacy.consent import now
 from feature_pipelines.privacy.erasure import Erasure, ErasureError, erase
@@ -149,6 +150,15 @@ def erase_person(
     deleted: dict[str, int] = {}
     for table, predicate in identity_predicates(person, ids).items():
         deleted[identity.uri(table)] = delta.delete(identity.uri(table), predicate, metadata).rows
+    deleted.update(
+        (uri, d.rows)
+        for uri, d in consent_source.erase_subjects(catalog, settings, ANONYMOUS, ids[ANONYMOUS], metadata).items()
+    )
+    consent_uri = settings.privacy_table("consent")  # its cookies' choices (the customers' go with them)
+    cookies = ids[ANONYMOUS]
+    if cookies:
+        predicate = f"entity = '{alias_entity(ANONYMOUS)}' AND subject IN ({_quoted(cookies)})"
+        deleted[consent_uri] = delta.delete(consent_uri, predicate, metadata).rows
     for source in catalog.sources.values():
         columns = [k for k in (ANONYMOUS, "device_id") if k in source.raw_schema and ids.get(k)]
         if columns:

@@ -5,6 +5,12 @@ A subject (an id of a `personal` entity) may appear in a view when it is not era
 every purpose the view declares; in a training set when it is not erased, had consent for the service's
 purpose at the row's time as known then, and has not revoked it since (a rebuild after a revocation leaves
 it out). Ids of entities that are not personal always pass.
+
+A person (the identity graph's entity, keyed by `person_id`) speaks through all its ids: a choice recorded
+for the person, for one of its customer ids (entity `customer`) or for one of its cookies (ledger entity
+`alias:anonymous_id`, from the consent source) applies to the person the id stitches to now (the alias
+map's current facts). A revocation by any of them withholds the person; a grant by one of them counts for
+an opt-in purpose unless another id revoked it.
 """
 
 from __future__ import annotations
@@ -16,12 +22,15 @@ from functools import cached_property
 import polars as pl
 
 from feature_pipelines.catalog import Catalog
+from feature_pipelines.identity.alias_map import PERSON_COLUMN
+from feature_pipelines.identity.edges import IDENTIFIER_TYPES
 from feature_pipelines.online.layout import ERASED, OnlineSchema, deny_blocks, deny_key
 from feature_pipelines.online.store import OnlineStore
+from feature_pipelines.privacy import consent_source
 from feature_pipelines.privacy.consent import ConsentLedger, consent_at, now, subject_text
-from feature_pipelines.privacy.tombstones import Tombstones
+from feature_pipelines.privacy.tombstones import ALIAS_PREFIX, Tombstones
 from feature_pipelines.settings import Settings
-from feature_pipelines.spec import EVENT_TIMESTAMP, FeatureView
+from feature_pipelines.spec import EVENT_TIMESTAMP, PARTITION_DATE, FeatureView
 
 
 @dataclass(frozen=True)
@@ -31,6 +40,8 @@ class Filtered:
     frame: pl.DataFrame
     dropped: int
     subjects: int
+    withheld: pl.DataFrame | None = None
+    """(join key, partition_date) of the rows left out: not "missing" for completeness checks."""
 
 
 class PrivacyPolicy:
@@ -38,6 +49,7 @@ class PrivacyPolicy:
 
     def __init__(self, catalog: Catalog, settings: Settings) -> None:
         self.catalog = catalog
+        self.lake_dir = settings.lake_dir
         self.consent = ConsentLedger(settings.privacy_table("consent"))
         self.tombstones = Tombstones(settings.privacy_table("tombstones"))
 
@@ -46,8 +58,83 @@ class PrivacyPolicy:
         return self.consent.events()
 
     @cached_property
+    def _by_entity(self) -> dict[str, pl.DataFrame]:
+        return {}
+
+    @cached_property
     def _erased(self) -> pl.DataFrame:
         return self.tombstones.all()
+
+    @cached_property
+    def aliases(self) -> pl.DataFrame:
+        """The identity graph's alias map (every fact; empty without a graph)."""
+        from feature_pipelines.identity.stitch import IdentityStore
+
+        return IdentityStore(self.lake_dir).read("alias_map")
+
+    @cached_property
+    def current_aliases(self) -> pl.DataFrame:
+        """identifier_type, identifier, person_id: whom each id stitches to now."""
+        from feature_pipelines.identity.alias_map import AliasMap
+
+        return AliasMap(self.aliases).current()
+
+    def is_person(self, entity: str) -> bool:
+        return self.catalog.entities[entity].join_key == PERSON_COLUMN
+
+    def identifier_type(self, ledger_entity: str) -> str | None:
+        """The identity graph's id type a ledger entity's subjects are (`customer` -> customer_id,
+        `alias:anonymous_id` -> anonymous_id); None for a person or an entity the graph does not link."""
+        if ledger_entity.startswith(ALIAS_PREFIX):
+            return ledger_entity.removeprefix(ALIAS_PREFIX)
+        entity = self.catalog.entities.get(ledger_entity)
+        if entity is not None and entity.join_key in IDENTIFIER_TYPES:
+            return entity.join_key
+        return None
+
+    def subject_events(self, entity: str) -> pl.DataFrame:
+        """The consent events that speak for `entity`'s subjects, with `via` (who chose): the entity's own
+        events and, for a person, those of the ids that stitch to it now (see the module doc)."""
+        if entity not in self._by_entity:
+            self._by_entity[entity] = self._subject_events(entity)
+        return self._by_entity[entity]
+
+    def _subject_events(self, entity: str) -> pl.DataFrame:
+        events = self._events
+        own = events.filter(pl.col("entity") == entity).with_columns(pl.col("subject").alias("via"))
+        if not self.is_person(entity):
+            return own
+        kinds = {e: k for e in events["entity"].unique().to_list() if (k := self.identifier_type(e)) is not None}
+        if not kinds:
+            return own
+        of_ids = (
+            events.filter(pl.col("entity").is_in(list(kinds)))
+            .with_columns(pl.col("entity").replace_strict(kinds, return_dtype=pl.String).alias("identifier_type"))
+            .join(
+                self.current_aliases,
+                left_on=["identifier_type", "subject"],
+                right_on=["identifier_type", "identifier"],
+                how="inner",
+            )
+            .with_columns(
+                (pl.col("identifier_type") + ":" + pl.col("subject")).alias("via"),
+                pl.col(PERSON_COLUMN).alias("subject"),
+            )
+        )
+        return pl.concat([own, of_ids.select(own.columns)])
+
+    def persons_of(self, ledger_entity: str, subjects: list[str]) -> list[str]:
+        """The persons the ids `subjects` (of a ledger entity the graph links) stitch to now."""
+        kind = self.identifier_type(ledger_entity)
+        if kind is None or not subjects:
+            return []
+        hits = self.current_aliases.filter((pl.col("identifier_type") == kind) & pl.col("identifier").is_in(subjects))
+        return sorted(set(hits[PERSON_COLUMN].to_list()))
+
+    def identifiers_of(self, person: str) -> list[tuple[str, str]]:
+        """Every (type, identifier) the alias map ever tied to `person`: the alias keys it may have."""
+        rows = self.aliases.filter(pl.col(PERSON_COLUMN) == person).select("identifier_type", "identifier").unique()
+        return sorted(rows.iter_rows())
 
     def personal(self, entity: str) -> bool:
         return self.catalog.entities[entity].personal
@@ -75,8 +162,7 @@ class PrivacyPolicy:
             return pl.Series("permitted", [True] * ids.len(), dtype=pl.Boolean)
         when = at if isinstance(at, pl.Series) else pl.Series([at or now()] * ids.len())
         rows = pl.DataFrame({"subject": subject_text(ids), "at": when})
-        events = self._events.filter(pl.col("entity") == entity)
-        ok = consent_at(events, rows, self.purposes(purposes), known=known)
+        ok = consent_at(self.subject_events(entity), rows, self.purposes(purposes), known=known)
         return (ok & ~self.erased(entity, ids)).alias("permitted")
 
     def filter_view_rows(self, view: FeatureView, frame: pl.DataFrame) -> Filtered:
@@ -87,7 +173,8 @@ class PrivacyPolicy:
             return Filtered(frame, 0, 0)
         ok = self.permitted(entity.name, frame[entity.join_key], view.purposes, frame[EVENT_TIMESTAMP], None)
         dropped = frame.filter(~ok)
-        return Filtered(frame.filter(ok), dropped.height, dropped[entity.join_key].n_unique())
+        withheld = dropped.select(entity.join_key, PARTITION_DATE) if PARTITION_DATE in frame.columns else None
+        return Filtered(frame.filter(ok), dropped.height, dropped[entity.join_key].n_unique(), withheld)
 
     def without_erased(self, frame: pl.DataFrame) -> pl.DataFrame:
         """`frame` without rows holding an erased subject in any entity's key column (ingest's anti-join:
@@ -95,7 +182,7 @@ class PrivacyPolicy:
         for entity in self.catalog.entities.values():
             if entity.join_key in frame.columns and frame.height:
                 frame = frame.filter(~self.erased(entity.name, frame[entity.join_key]))
-        return frame
+        return consent_source.without_erased(frame, self.catalog, self._erased)
 
     def online_purposes(self, entity: str) -> list[str]:
         """Every purpose an online view of `entity` serves: what the deny hash tracks per subject."""
@@ -105,13 +192,24 @@ class PrivacyPolicy:
     def deny_entry(self, entity: str, subject: str) -> str | None:
         """The subject's entry in its entity's deny hash: "*" if erased, else the JSON list of online
         purposes it may not be served for now (None: nothing denied)."""
+        return self.deny_entries(entity, [subject])[0]
+
+    def deny_entries(self, entity: str, subjects: list[str]) -> list[str | None]:
+        """`deny_entry` of many subjects at once (one consent evaluation per purpose)."""
         import json
 
-        ids = pl.Series([subject])
-        if self.erased(entity, ids)[0]:
-            return ERASED
-        denied = [p for p in self.online_purposes(entity) if not self.permitted(entity, ids, [p])[0]]
-        return json.dumps(denied) if denied else None
+        ids = pl.Series(subjects, dtype=pl.String)
+        erased = self.erased(entity, ids).to_list()
+        denied = {p: (~self.permitted(entity, ids, [p])).to_list() for p in self.online_purposes(entity)}
+        out: list[str | None] = []
+        for i in range(len(subjects)):
+            names = [p for p, no in denied.items() if no[i]]
+            out.append(ERASED if erased[i] else json.dumps(names) if names else None)
+        return out
+
+    def person_entity(self) -> str | None:
+        """The catalog's person entity (keyed by the identity graph's person id), if any."""
+        return next((e.name for e in self.catalog.entities.values() if e.join_key == PERSON_COLUMN), None)
 
 
 class OnlineGuard:

@@ -245,8 +245,16 @@ def test_definitions_wire_sensors_checks_and_conditions():
     assert {s.name for s in defs.sensors} == {
         "online_retail_arrivals",
         "behaviour_events_arrivals",
+        "consent_events_arrivals",
         "feature_automation",
+        "audit_backfills",
     }
+    # The consent ledger follows its source like a view, and every view of people waits for it.
+    assert graph.get(dg.AssetKey(["privacy", "consent"])).automation_condition.get_label() == "eager_or_late_data"
+    assert dg.AssetKey(["privacy", "consent"]) in graph.get(dg.AssetKey(["features", "user_context"])).parent_keys
+    assert (
+        dg.AssetKey(["privacy", "consent"]) not in graph.get(dg.AssetKey(["features", "item_popularity"])).parent_keys
+    )
     online = graph.get(dg.AssetKey(["online", "user_context"]))
     assert "all_deps_blocking_checks_passed" in str(online.automation_condition.get_snapshot())
     assert graph.get(dg.AssetKey(["features", "user_context"])).automation_condition.get_label() == "eager_or_late_data"
