@@ -225,6 +225,7 @@ def main() -> None:
     results.update(alias_read_bench())
     results.update(main_job_bench())
     results.update(privacy.figures())
+    results.update(identity_bench())
     (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
     (HERE / "RESULTS.md").write_text(render(results))
     _update_readme(render(results))
@@ -574,6 +575,15 @@ def render(r: dict) -> str:
         f"{r['erasure_files_rewritten']} files rewritten (physically gone after `fstore purge`).",
         "",
     ]
+    if "identity_full_s" in r:
+        lines += [
+            f"Identity (SYNTHETIC, {r['identity_persons_truth']:,} persons, {r['identity_events']:,} events): full "
+            f"stitch {r['identity_full_s']} s, peak RSS {r['identity_full_peak_rss_mb']:,} MB; daily update "
+            f"({r['identity_update_last_day_events']:,} events) {r['identity_update_s']} s, peak RSS "
+            f"{r['identity_update_peak_rss_mb']:,} MB; full recompute / update {r['identity_full_over_update']}x; "
+            f"precision {r['identity_precision']}, recall {r['identity_recall']}, {r['identity_review']} pairs in review.",
+            "",
+        ]
     return "\n".join(lines)
 
 
