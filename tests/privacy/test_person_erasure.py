@@ -48,6 +48,7 @@ def event(i: int, anonymous: str, device: str | None, customer: int | None, day:
         "device_type": "mobile",
         "locale": "en-GB",
         "referrer": None,
+        "network_id": None,
     }
 
 
