@@ -119,6 +119,7 @@ person_profile_view = FeatureView(
             dtype=pl.List(pl.Float32),
             description=f"{VECTOR_SIZE} float32: the interest shares through a fixed seeded projection, "
             "L2-normalized (all zeros without interactions). Served as little-endian float32 bytes.",
+            length=VECTOR_SIZE,  # a blocking check: exactly this many elements, each finite (checks/quality.py)
         ),
     ),
     transformation=person_profile,

@@ -17,6 +17,17 @@ ranking_model_v1 = FeatureService(
     description="Ranks candidate items for a customer: the customer's behaviour and context, the item's pull.",
 )
 
+personalization_profile_v1 = FeatureService(
+    name="personalization_profile_v1",
+    features=("person_profile:*",),
+    owner="team:personalization",
+    purpose="personalization",
+    # Reads by any of a person's ids (`OnlineClient.get_by_alias`): its Redis user also gets FCALL_RO.
+    consumers=("team:personalization",),
+    description="Personalizes a visit by whatever id the caller holds (cookie, device, customer): the "
+    "person's public profile (activity, funnel, context, interests, intents, profile vector).",
+)
+
 # Labels: did the customer buy the item again within 30 days? Derived from the UCI data by
 # data/make_repurchase_labels.py (20,000 sampled purchases, deterministic).
 ranking_repurchase_train = TrainingSetSpec(

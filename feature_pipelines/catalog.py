@@ -32,6 +32,7 @@ from feature_pipelines.spec import (
     WEEKDAYS,
     BatchSource,
     Entity,
+    Feature,
     FeatureService,
     FeatureView,
     Purpose,
@@ -596,9 +597,25 @@ def _validate_view(view: FeatureView, catalog: Catalog) -> list[str]:
             problems.append(f"{feat.defined_at}: feature {view.name}:{feat.name}: bad sensitivity")
         if feat.outlier_z is not None and not feat.outlier_z > 0:
             problems.append(f"{feat.defined_at}: feature {view.name}:{feat.name}: outlier_z must be positive")
+        problems.extend(_validate_length(view, feat))
     if problems or view.entity_name not in catalog.entities or view.source_name not in catalog.sources:
         return problems
     return problems + _validate_output_schema(where, view, catalog)
+
+
+def _validate_length(view: FeatureView, feat: Feature) -> list[str]:
+    """`length` belongs to list features, is a positive int, and agrees with an Array dtype's width."""
+    if feat.length is None:
+        return []
+    where = f"{feat.defined_at}: feature {view.name}:{feat.name}"
+    dtype = feat.polars_dtype
+    if isinstance(feat.length, bool) or not isinstance(feat.length, int) or feat.length < 1:
+        return [f"{where}: length must be a positive int, got {feat.length!r}"]
+    if not isinstance(dtype, pl.List | pl.Array):
+        return [f"{where}: length is for list or array features, the dtype is {dtype}"]
+    if isinstance(dtype, pl.Array) and dtype.size != feat.length:
+        return [f"{where}: length {feat.length} contradicts the dtype's width ({dtype})"]
+    return []
 
 
 def _validate_inputs(where: str, view: FeatureView, catalog: Catalog) -> list[str]:

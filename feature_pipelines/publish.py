@@ -36,7 +36,7 @@ class SubjectGuard(Protocol):
 
     def keep(self, schema: OnlineSchema, ids: pl.Series) -> pl.Series: ...
 
-    def sweep(self, schema: OnlineSchema, version: int) -> int: ...
+    def sweep(self, schema: OnlineSchema, version: int, aliases: Iterable[pl.DataFrame] | None = None) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -143,6 +143,18 @@ def _guarded(batches: Iterable[pl.DataFrame], schema: OnlineSchema, guard: Subje
         yield batch.filter(keep)
 
 
+def _kept_aliases(
+    frame: pl.DataFrame, schema: OnlineSchema, guard: SubjectGuard | None, handed: list[pl.DataFrame]
+) -> Iterator[pl.DataFrame]:
+    """The version's aliases, asked of the guard only when the store reaches them, after the data keys: a
+    person denied while its rows were being written lost them, so its aliases must not be written either.
+    `handed` records what the store was given: the alias keys the sweep must check."""
+    if guard is not None:
+        frame = frame.filter(guard.keep(schema, frame["person_id"]))
+    handed.append(frame)
+    yield frame
+
+
 def publish(
     store: OnlineStore,
     view: str,
@@ -160,14 +172,18 @@ def publish(
     A person-keyed view given `aliases` also gets the alias keys of its persons, written after their
     features and promoted with them, so a reader holding any of a person's ids reads that version.
     With a `guard`, rows of subjects without consent for the view's purposes (or erased) are not written,
-    nor their aliases, and the round trip compares only the subjects it keeps."""
+    nor their aliases, and the round trip compares only the subjects it keeps. A subject denied while the
+    version is written is swept from it, alias keys included, before it can serve: no alias of the version
+    names a person whose features are not in it."""
     schema = store.layout[view]
     version = delta.table_version(table)
     batches = delta.iter_partition(table, PARTITION_DATE, partition, [schema.join_key, *schema.features], version)
     withheld = [0]
     if guard is not None:
         batches = _guarded(batches, schema, guard, withheld)
-    alias_frames, alias_source = None, None
+    alias_frames: Iterable[pl.DataFrame] | None = None
+    alias_source = None
+    handed: list[pl.DataFrame] = []
     if aliases is not None:
         alias_version = aliases.delta_version
         if alias_version is None:
@@ -176,9 +192,8 @@ def publish(
             delta.iter_partition(table, PARTITION_DATE, partition, [schema.join_key], version, batch_rows=ID_BATCH)
         )
         persons = pl.concat([b[schema.join_key] for b in id_batches]) if id_batches else pl.Series([], dtype=pl.String)
-        if guard is not None:
-            persons = persons.filter(guard.keep(schema, persons))
-        alias_frames = [partition_aliases(aliases.table, alias_version, persons).select(ALIAS_COLUMNS)]
+        current = partition_aliases(aliases.table, alias_version, persons).select(ALIAS_COLUMNS)
+        alias_frames = _kept_aliases(current, schema, guard, handed)
         alias_source = {"table": aliases.table, "delta_version": alias_version}
     written = store.write(
         view,
@@ -192,8 +207,8 @@ def publish(
         alias_source=alias_source,
     )
     try:
-        if guard is not None:
-            guard.sweep(schema, written.version)
+        if guard is not None:  # a subject denied during the write: its data and alias keys in this version go
+            guard.sweep(schema, written.version, handed if aliases is not None else None)
         check = compare(
             OnlineClient(store.r, layout=store.layout),
             view,

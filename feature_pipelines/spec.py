@@ -260,7 +260,13 @@ class Feature:
     expectation unless `allow_non_finite=True` (null is governed by `nullable`). `outlier_z` is the robust
     z-score (|x - median| / (1.4826 MAD) over the previous partitions' values) above which the warn-level
     `outliers` check lists an entity; None turns it off for this feature. Neither changes what is computed,
-    so neither is part of the definition hash.
+    so neither is part of the definition hash. A vector (a list or array of floats) is guarded element by
+    element: one inf, NaN or null element fails the same blocking expectation.
+
+    `length` is the element count every non-null value of a list feature must have (a vector's width): a
+    blocking expectation, evaluated on the computed frame. `pl.Array(inner, n)` fixes the width of a frame
+    in memory but not what Delta stores (a list) nor what a transformation returns, so the width is declared
+    here; on an Array feature it defaults to the array's width. A check, not a computation: not hashed.
     """
 
     name: str
@@ -283,11 +289,26 @@ class Feature:
     deprecated: str | None = field(default=None, repr=False)
     allow_non_finite: bool = field(default=False, repr=False)
     outlier_z: float | None = field(default=10.0, repr=False)
+    length: int | None = field(default=None, repr=False)
     defined_at: str = field(default="", compare=False, repr=False)
 
     @property
     def polars_dtype(self) -> pl.DataType:
         return resolve_dtype(self.dtype)
+
+    @property
+    def expected_length(self) -> int | None:
+        """The element count each non-null value must have: `length`, else an Array dtype's width."""
+        if self.length is not None:
+            return self.length
+        dtype = self.polars_dtype
+        return dtype.size if isinstance(dtype, pl.Array) else None
+
+    @property
+    def float_elements(self) -> bool:
+        """Whether the feature is a vector of floats (a list or array), guarded element by element."""
+        dtype = self.polars_dtype
+        return isinstance(dtype, pl.List | pl.Array) and dtype.inner.is_float()
 
 
 BadEntityPolicy = Literal["keep_previous", "null"]

@@ -16,6 +16,11 @@ unless the feature declares `allow_non_finite=True`. It is evaluated with polars
 null float is NaN, so it cannot tell a null (governed by `nullable`) from a NaN; and a range such as
 `min=0` lets inf through.
 
+A vector of floats (a list or array feature) is guarded element by element: one inf, NaN or null
+element fails the same expectation. A list feature's declared width (`Feature.length`, or an Array dtype's)
+is `expect_column_value_lengths_to_equal`, blocking, also evaluated with polars (GE sees a pandas object
+column of arrays there).
+
 **Types.** Integer and boolean columns reach GE as pandas' nullable dtypes (`Int64`, `boolean`): a plain
 conversion makes an integer column with a null float64 and a boolean one object, which fail a correct
 type check.
@@ -210,39 +215,94 @@ def _context():
 FINITE = "expect_column_values_to_be_finite"
 
 
+LENGTH = "expect_column_value_lengths_to_equal"
+
+
 def finite_features(view: FeatureView) -> list[str]:
-    """Float features whose non-finite values block (every float feature but the opted-out ones)."""
-    return [f.name for f in view.features if f.polars_dtype.is_float() and not f.allow_non_finite]
+    """Float features and float vectors whose non-finite values block (all but the opted-out ones)."""
+    return [f.name for f in view.features if (f.polars_dtype.is_float() or f.float_elements) and not f.allow_non_finite]
+
+
+def length_features(view: FeatureView) -> dict[str, int]:
+    """List features with a declared width: feature -> the element count each value must have."""
+    return {f.name: n for f in view.features if (n := f.expected_length) is not None}
+
+
+def _is_vector(dtype: pl.DataType) -> bool:
+    return isinstance(dtype, pl.List | pl.Array)
+
+
+def _elements(column: str, dtype: pl.DataType) -> pl.Expr:
+    """A list or array column as a list expression (the `list` namespace serves both)."""
+    c = pl.col(column)
+    return c.arr.to_list() if isinstance(dtype, pl.Array) else c
 
 
 def finite_failures(view: FeatureView, catalog: Catalog, frame: pl.DataFrame) -> list[Failure]:
-    """inf, -inf or NaN in a float feature that does not allow them: one blocking failure per feature."""
-    key = catalog.entity_of(view).join_key
-    partitioned = PARTITION_DATE in frame.columns
+    """inf, -inf or NaN in a float feature that does not allow them (or such or a null element in a float
+    vector): one blocking failure per feature."""
     out = []
     for name in finite_features(view):
-        if name not in frame.columns or not frame.schema[name].is_float():
+        dtype = frame.schema.get(name)
+        if dtype is None or not (dtype.is_float() or (_is_vector(dtype) and dtype.inner.is_float())):
             continue  # reported by schema_failures
         bad = _offending(frame, {"column": name}, FINITE)
         if bad is None or bad.height == 0:
             continue
-        out.append(
-            Failure(
-                expectation=FINITE,
-                column=name,
-                severity="blocking",
-                observed=f"{bad.height} non-finite values",
-                unexpected_count=bad.height,
-                examples=bad[name].head(5).to_list(),
-                rows=bad.select(list(dict.fromkeys([key, *([PARTITION_DATE] if partitioned else []), name])))
-                .head(5)
-                .to_dicts(),
-                partitions=tuple(sorted(bad[PARTITION_DATE].unique().to_list())) if partitioned else (),
-                kwargs={"column": name},
-                row_level=True,
-            )
-        )
+        if _is_vector(dtype):
+            wrong = pl.element().is_null() | ~pl.element().is_finite()
+            examples = bad.select(_elements(name, dtype).list.eval(pl.element().filter(wrong)).list.first())
+            observed = f"{bad.height} vectors with inf, NaN or null elements"
+        else:
+            examples, observed = bad.select(name), f"{bad.height} non-finite values"
+        out.append(_polars_failure(view, catalog, frame, bad, FINITE, name, observed, examples[name].head(5)))
     return out
+
+
+def length_failures(view: FeatureView, catalog: Catalog, frame: pl.DataFrame) -> list[Failure]:
+    """List features whose values do not have the declared element count (a null value is governed by
+    `nullable`): one blocking failure per feature, its examples the counts found."""
+    out = []
+    for name, n in length_features(view).items():
+        if name not in frame.columns or not _is_vector(frame.schema[name]):
+            continue  # reported by schema_failures
+        bad = _offending(frame, {"column": name, "value": n}, LENGTH)
+        if bad is None or bad.height == 0:
+            continue
+        counts = bad.select(_elements(name, frame.schema[name]).list.len())[name]
+        observed = f"{bad.height} values without exactly {n} elements (found {sorted(set(counts.to_list()))[:5]})"
+        out.append(_polars_failure(view, catalog, frame, bad, LENGTH, name, observed, counts.head(5), value=n))
+    return out
+
+
+def _polars_failure(
+    view: FeatureView,
+    catalog: Catalog,
+    frame: pl.DataFrame,
+    bad: pl.DataFrame,
+    expectation: str,
+    name: str,
+    observed: str,
+    examples: pl.Series,
+    **kwargs: Any,
+) -> Failure:
+    """A blocking, row-level failure found with polars: the offending rows by entity and partition."""
+    key = catalog.entity_of(view).join_key
+    partitioned = PARTITION_DATE in frame.columns
+    return Failure(
+        expectation=expectation,
+        column=name,
+        severity="blocking",
+        observed=observed,
+        unexpected_count=bad.height,
+        examples=examples.to_list(),
+        rows=bad.select(list(dict.fromkeys([key, *([PARTITION_DATE] if partitioned else []), name])))
+        .head(5)
+        .to_dicts(),
+        partitions=tuple(sorted(bad[PARTITION_DATE].unique().to_list())) if partitioned else (),
+        kwargs={"column": name, **kwargs},
+        row_level=True,
+    )
 
 
 def schema_failures(view: FeatureView, catalog: Catalog, frame: pl.DataFrame) -> list[Failure]:
@@ -333,6 +393,7 @@ def validate(view: FeatureView, catalog: Catalog, frame: pl.DataFrame) -> Report
         whole, per_partition = whole + per_partition, []
     failures = [dataclasses.replace(f, partitions=partitions) for f in schema_failures(view, catalog, frame)]
     failures += finite_failures(view, catalog, frame)
+    failures += length_failures(view, catalog, frame)
     result = _ge(whole, frame)
     for res in result.results:
         if not res.success:
@@ -358,7 +419,7 @@ def validate(view: FeatureView, catalog: Catalog, frame: pl.DataFrame) -> Report
     for exp in nulls:
         failures += _null_share_failures(exp, frame, key)
     evaluated = len(result.results) + len(per_partition) + len(nulls) + len(view.features) + 1
-    evaluated += len(finite_features(view))
+    evaluated += len(finite_features(view)) + len(length_features(view))
     return Report(
         view=view.name,
         rows=frame.height,
@@ -448,7 +509,13 @@ def _offending(frame: pl.DataFrame, kwargs: dict[str, Any], kind: str) -> pl.Dat
     if column is None or column not in frame.columns:
         return None
     c = pl.col(column)
-    if kind == FINITE:
+    dtype = frame.schema[column]
+    if kind == FINITE and _is_vector(dtype):
+        wrong = pl.element().is_null() | ~pl.element().is_finite()
+        bad = frame.filter(_elements(column, dtype).list.eval(wrong).list.any().fill_null(False))
+    elif kind == LENGTH and _is_vector(dtype):
+        bad = frame.filter(c.is_not_null() & (_elements(column, dtype).list.len() != kwargs["value"]))
+    elif kind == FINITE:
         bad = frame.filter(c.is_infinite() | c.is_nan())
     elif kind == "expect_column_values_to_not_be_null":
         bad = frame.filter(c.is_null() | c.is_nan() if frame.schema[column].is_float() else c.is_null())

@@ -1047,8 +1047,9 @@ class OnlineStore:
         ]
         if not keys_to_unlink and not aliases:
             return 0
-        if self.cluster or aliases:  # alias keys are tagged by identifier, not by the subject
-            return sum(self.r.unlink(k) for k in keys_to_unlink + aliases)
+        if self.cluster or aliases:  # alias keys are tagged by identifier, not by the subject; they go first,
+            # so no reader resolves an alias to a person whose features are already gone
+            return sum(self.r.unlink(k) for k in aliases + keys_to_unlink)
         return self.r.unlink(*keys_to_unlink)  # one command: the keys share the subject's hash slot
 
     def erase_subject(self, view: str, entity_id: Any, identifiers: Iterable[tuple[str, str]] = ()) -> int:
@@ -1056,12 +1057,12 @@ class OnlineStore:
         A person's `identifiers` ((type, identifier) pairs from the alias map) lose their alias keys too."""
         keys_of = self.keys(view)
         versions = list(self.versions(view))
-        keys = [keys_of.data_key(v, entity_id) for v in versions]
-        deleted = self.r.unlink(*keys) if keys else 0  # one command: the keys share the entity's hash slot
-        for kind, identifier in identifiers:  # alias keys are tagged by identifier: one command per identifier
-            aliases = [keys_of.alias_key(v, kind, identifier) for v in versions]
+        deleted = 0
+        for kind, identifier in identifiers:  # alias keys first (tagged by identifier: one command each), so
+            aliases = [keys_of.alias_key(v, kind, identifier) for v in versions]  # none outlives the features
             deleted += self.r.unlink(*aliases) if aliases else 0
-        return deleted
+        keys = [keys_of.data_key(v, entity_id) for v in versions]
+        return deleted + (self.r.unlink(*keys) if keys else 0)  # one command: the keys share the entity's slot
 
 
 def served_versions(history: list[HistoryEntry]) -> list[int]:

@@ -15,6 +15,7 @@ an opt-in purpose unless another id revoked it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
@@ -25,7 +26,7 @@ from feature_pipelines.catalog import Catalog
 from feature_pipelines.identity.alias_map import PERSON_COLUMN
 from feature_pipelines.identity.edges import IDENTIFIER_TYPES
 from feature_pipelines.online.layout import ERASED, OnlineSchema, deny_blocks, deny_key
-from feature_pipelines.online.store import OnlineStore
+from feature_pipelines.online.store import ALIAS_COLUMNS, OnlineStore
 from feature_pipelines.privacy import consent_source
 from feature_pipelines.privacy.consent import ConsentLedger, consent_at, now, subject_text
 from feature_pipelines.privacy.tombstones import ALIAS_PREFIX, Tombstones
@@ -228,14 +229,38 @@ class OnlineGuard:
         denied = pl.Series([deny_blocks(e, schema.purposes) for e in entries], dtype=pl.Boolean)
         return (ok & ~denied).alias("keep")
 
-    def sweep(self, schema: OnlineSchema, version: int) -> int:
+    def sweep(self, schema: OnlineSchema, version: int, aliases: Iterable[pl.DataFrame] | None = None) -> int:
         """Unlink, in a version just written, the keys of every subject the deny hash now blocks: a
-        revocation adds to the hash before it deletes keys, so one that raced the write is caught here."""
+        revocation adds to the hash before it deletes keys, so one that raced the write is caught here.
+
+        A denied person also loses its alias keys in the version, first (a reader resolving one must not
+        land on a person whose features are gone): those of `aliases`, the frames (`identifier_type`,
+        `identifier`, `person_id`) the version's alias keys were written from; without them, of every
+        identifier the alias map ever tied to the person."""
         if schema.purposes is None or schema.entity is None:
             return 0
         raw = self.store.r.hgetall(deny_key(schema.entity))
         subjects = [k.decode() for k, v in raw.items() if deny_blocks(v.decode(), schema.purposes)]
-        pipe = self.store.r.pipeline(transaction=False)
+        if not subjects:
+            return 0
+        pipe = self.store.r.pipeline(transaction=False)  # in order: the alias keys, then the data keys
+        for key in self._alias_keys(schema, version, subjects, aliases):  # tagged by identifier: one each
+            pipe.unlink(key)
         for s in subjects:  # one slot per subject: one key per command
             pipe.unlink(schema.keys.data_key(version, s))
-        return sum(pipe.execute()) if subjects else 0
+        return sum(pipe.execute())
+
+    def _alias_keys(
+        self, schema: OnlineSchema, version: int, persons: list[str], aliases: Iterable[pl.DataFrame] | None
+    ) -> list[str]:
+        """The alias keys of `version` that name one of `persons` (none for a view not keyed by person)."""
+        if not self.policy.is_person(schema.entity):
+            return []
+        if aliases is None:
+            frames = [self.policy.aliases.select(ALIAS_COLUMNS)] if self.policy.aliases.height else []
+        else:
+            frames = [f.select(ALIAS_COLUMNS) for f in aliases]
+        if not frames:
+            return []
+        hits = pl.concat(frames).filter(pl.col(PERSON_COLUMN).cast(pl.String).is_in(persons)).unique()
+        return schema.keys.alias_keys(version, hits["identifier_type"], hits["identifier"]).to_list()

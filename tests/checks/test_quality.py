@@ -197,3 +197,70 @@ def test_non_finite_values_block_by_default_and_a_feature_can_opt_out():
     )
     report = quality.validate(opted, catalog, data)
     assert {f.column for f in report.blocking_failures} == {"spend"}
+
+
+def test_the_profile_vector_must_hold_exactly_its_width_of_finite_values(catalog):
+    """The real person_profile: its spec declares the vector's width; one NaN, inf or null element, or a
+    vector of another width, blocks the partition and names the person."""
+    from feature_defs.person_rules import VECTOR_SIZE
+    from feature_pipelines.identity.graph import person_id
+    from tests.profile_rows import view_rows
+
+    view = catalog.views["person_profile"]
+    assert quality.length_features(view) == {"profile_vector": VECTOR_SIZE} == {"profile_vector": 32}
+    assert "profile_vector" in quality.finite_features(view)
+    persons = {person_id("anonymous_id", f"a-{i}"): i + 1 for i in range(3)}
+    end = datetime(2011, 12, 2, tzinfo=UTC)
+    good = view_rows(view, "person_id", persons).with_columns(
+        pl.lit(end, dtype=pl.Datetime("us", "UTC")).alias("event_timestamp"),
+        pl.lit("2011-12-01").alias("partition_date"),
+    )
+    assert quality.validate(view, catalog, good).passed, quality.validate(view, catalog, good).summary()
+    victim = sorted(persons)[1]
+
+    def with_vector(vector: list) -> pl.DataFrame:
+        vectors = [vector if p == victim else v for p, v in zip(good["person_id"], good["profile_vector"], strict=True)]
+        return good.with_columns(pl.Series("profile_vector", vectors, dtype=pl.List(pl.Float32)))
+
+    for bad_element in (float("nan"), float("inf"), float("-inf"), None):
+        vector = [0.1] * VECTOR_SIZE
+        vector[7] = bad_element
+        report = quality.validate(view, catalog, with_vector(vector))
+        (failure,) = report.blocking_failures
+        assert failure.expectation == quality.FINITE and failure.column == "profile_vector", report.summary()
+        assert failure.unexpected_count == 1 and failure.row_level and report.failed_partitions == ["2011-12-01"]
+        assert failure.rows[0]["person_id"] == victim
+        assert len(quality.offending_rows(with_vector(vector), failure)) == 1  # held back by entity
+        if bad_element is not None:
+            assert str(failure.examples[0]) == str(float(bad_element))
+
+    for width in (VECTOR_SIZE - 1, VECTOR_SIZE + 1, 0):
+        report = quality.validate(view, catalog, with_vector([0.1] * width))
+        (failure,) = report.blocking_failures
+        assert failure.expectation == quality.LENGTH and failure.column == "profile_vector"
+        assert failure.examples == [width] and failure.rows[0]["person_id"] == victim
+        assert f"without exactly {VECTOR_SIZE} elements" in str(failure)
+
+
+def test_a_vector_width_is_declared_once_and_checked_on_arrays_too():
+    arrays, catalog = view_of(Feature(name="emb", dtype=pl.Array(pl.Float32, 4), description="d"))
+    assert quality.length_features(arrays) == {"emb": 4} and quality.finite_features(arrays) == ["emb"]
+    data = frame(
+        {DAYS[0]: {"emb": [[0.0, 1.0, 2.0, 3.0], [0.0, float("nan"), 0.0, 0.0]]}}, {"emb": pl.Array(pl.Float32, 4)}
+    )
+    (failure,) = quality.validate(arrays, catalog, data).blocking_failures
+    assert failure.expectation == quality.FINITE and failure.rows[0]["user_id"] == 1
+    problems = validate_catalog(
+        Feature(name="a", dtype=pl.Array(pl.Float32, 4), description="d", length=3),
+        Feature(name="b", dtype=pl.Float64, description="d", length=3),
+        Feature(name="c", dtype=pl.List(pl.Float32), description="d", length=0),
+    )
+    assert any("v:a: length 3 contradicts the dtype's width (Array(Float32, shape=(4,)))" in p for p in problems)
+    assert any("v:b: length is for list or array features, the dtype is Float64" in p for p in problems)
+    assert any("v:c: length must be a positive int, got 0" in p for p in problems)
+
+
+def validate_catalog(*features: Feature) -> list[str]:
+    from feature_pipelines.catalog import validate
+
+    return validate(view_of(*features)[1])

@@ -181,3 +181,47 @@ def test_errors_name_what_is_missing(lake, tmp_path):
         )
     with pytest.raises(TrainingSetError, match="needs the identity alias map"):
         build(CATALOG, "profile", ROWS, lambda _: uri, timestamp_column="ts", alias_map_uri=str(tmp_path / "none"))
+
+
+def test_fstore_training_set_of_the_personalization_service_by_anonymous_id(tmp_path, monkeypatch):
+    """The real catalog's `personalization_profile_v1`, entity rows holding only cookies: each resolves to
+    the person the alias map knew at the row's time, and gets that person's profile as known then."""
+    from typer.testing import CliRunner
+
+    from feature_pipelines.catalog import load_catalog
+    from feature_pipelines.cli import app
+    from tests.profile_rows import view_rows
+
+    lake = tmp_path / "lake"
+    monkeypatch.setenv("FS_LAKE_DIR", str(lake))
+    identity = IdentityStore(lake)
+    identity.full(DAY1, now=utc(2011, 3, 2))
+    identity.update(DAY2, now=utc(2011, 3, 3))  # A logs in as 7 on 03-02: B (7's cookie) joins A's person
+    view = load_catalog().views["person_profile"]
+    for day, numbers in (("2011-03-01", {P_A: 1, P_C7: 2}), ("2011-03-02", {P_A: 5})):
+        end = datetime.fromisoformat(day).replace(tzinfo=UTC) + timedelta(days=1)
+        rows = view_rows(view, "person_id", numbers).with_columns(
+            pl.lit(end).cast(pl.Datetime("us", "UTC")).alias("event_timestamp"), pl.lit(day).alias("partition_date")
+        )
+        table = str(lake / "features" / "person_profile")
+        overwrite_partitions(table, rows, "partition_date", day, day, historical_load=True)
+    keyed = pl.DataFrame(
+        {
+            "anonymous_id": ["A", "B", "B", "A", "Z"],
+            "ts": [utc(2011, 3, 2, 6), utc(2011, 3, 2, 6), utc(2011, 3, 3, 6), utc(2011, 3, 1, 9, 30), utc(2011, 3, 3)],
+            "label": [1, 2, 3, 4, 5],
+        },
+        schema_overrides={"ts": pl.Datetime("us", "UTC")},
+    )
+    keyed.write_parquet(tmp_path / "rows.parquet")
+    out = tmp_path / "ts.parquet"
+    args = ["training-set", "personalization_profile_v1", str(tmp_path / "rows.parquet"), "-o", str(out)]
+    done = CliRunner().invoke(app, [*args, "--timestamp-column", "ts"])
+    assert done.exit_code == 0, done.output
+    got = pl.read_parquet(out)
+    assert got["label"].to_list() == [1, 2, 3, 4, 5]
+    # B is 7's cookie: its own person until the login of 03-02 12:00 was stitched (run of 03-03), A's after.
+    assert got["person_id"].to_list() == [P_A, P_C7, P_A, None, None]
+    assert got["events_30d"].to_list() == [1, 2, 5, None, None]  # each person's row as of its partition
+    assert got["profile_vector"][2].to_list() == [5 / 64] * 32
+    assert set(view.feature_names) <= set(got.columns)

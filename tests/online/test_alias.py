@@ -361,3 +361,31 @@ def test_erasing_a_person_removes_its_alias_keys_too(served, redis_url):
     client = OnlineClient(redis_url)
     assert client.get_by_alias("person_profile", "anonymous_id", "a-1").person_id is None
     assert client.get_by_alias("person_profile", "customer_id", "12352").features == {"events_7d": None, "owner": None}
+
+
+# -- a feature service of person views, read by alias -----------------------------------------------------
+
+
+def test_the_personalization_service_reads_a_persons_profile_by_any_alias(redis_url, catalog):
+    """`personalization_profile_v1` on the real catalog: the layout, the contract (lock) and the codec of
+    every person_profile feature, the profile vector included."""
+    from feature_pipelines.identity.graph import person_id
+    from tests.profile_rows import view_rows
+
+    store = OnlineStore(connect(redis_url), OnlineLayout.from_catalog(catalog))
+    p1, p2 = person_id("customer_id", "12352"), person_id("anonymous_id", "a-alone")
+    frame = view_rows(catalog.views["person_profile"], "person_id", {p1: 5, p2: 7})
+    links = [("anonymous_id", "a-1", p1), ("device_id", "d-1", p1), ("customer_id", "12352", p1)]
+    assert write(store, "person_profile", frame, aliases([*links, ("anonymous_id", "a-alone", p2)]), "d").promoted
+
+    client = OnlineClient(redis_url, catalog)
+    service = "personalization_profile_v1"
+    for kind, ident, person in [*links, ("anonymous_id", "a-alone", p2)]:
+        got = client.get_by_alias(service, kind, ident)
+        expected = frame.filter(pl.col("person_id") == person).drop("person_id").row(0, named=True)
+        expected["profile_vector"] = list(expected["profile_vector"])
+        assert got.persons == {"person_profile": person}
+        assert got.features.to_dict() == expected, (kind, ident)
+    assert len(client.get_by_alias(service, "anonymous_id", "a-1").features["profile_vector"]) == 32
+    nobody = client.get_by_alias(service, "anonymous_id", "a-404")
+    assert nobody.person_id is None and set(nobody.features.to_dict().values()) == {None}

@@ -29,7 +29,11 @@ from feature_pipelines.spec import FeatureService
 from tests.conftest import push, push_from_delta
 from tests.online.test_key_spec import NODE_DIR
 
-SECRETS = {"team:ranking": "ranking-secret-1", "team:merch": "merch-secret-1"}
+SECRETS = {
+    "team:ranking": "ranking-secret-1",
+    "team:merch": "merch-secret-1",
+    "team:personalization": "personalization-secret-1",
+}
 
 item_stats = FeatureService(
     name="item_stats",
@@ -106,7 +110,7 @@ def test_a_view_lives_in_the_namespace_of_its_most_sensitive_feature(catalog):
     relaxed = dataclasses.replace(context, features=(dataclasses.replace(context.features[0], sensitivity="public"),))
     assert relaxed.namespace_sensitivity == "confidential"
     # And the ACL of a consumer follows it: its keys move to fss with the view.
-    (ranking,) = users(moved)
+    ranking = {u.name: u for u in users(moved)}["fs-team-ranking"]
     assert "fss:user_purchase_behavior:*" in ranking.keys and "fs:user_purchase_behavior:*" not in ranking.keys
 
 
@@ -155,7 +159,7 @@ def test_consumers_read_their_services_and_nothing_else(server, admin, catalog, 
     serve(admin, cat, tmp_path)
     settings = Settings(lake_dir=tmp_path / "lake", redis_url=server.url)
     done = {a.user: a.change for a in apply(admin, cat, settings, by="test")}
-    assert done == {"fs-team-merch": "created", "fs-team-ranking": "created"}
+    assert done == {"fs-team-merch": "created", "fs-team-ranking": "created", "fs-team-personalization": "created"}
 
     ranking = OnlineClient(as_user(server, "team:ranking"), cat)
     rows = ranking.get_service("ranking_model_v1", {"customer_id": [12352], "stock_code": ["85123A"]})
@@ -195,6 +199,7 @@ def test_consumers_read_their_services_and_nothing_else(server, admin, catalog, 
     assert {a.change for a in apply(admin, cat, settings, by="test")} == {"unchanged"}
     again = {a.user: a for a in apply(admin, catalog, settings, by="test", reason="item_stats retired")}
     assert again["fs-team-merch"].change == "removed" and again["fs-team-ranking"].change == "unchanged"
+    assert again["fs-team-personalization"].change == "unchanged"
     with pytest.raises(redis.exceptions.AuthenticationError):
         redis.Redis.from_url(as_user(server, "team:merch")).get("fs:{item_popularity}:current")
     log = AuditLog(settings.privacy_table("audit")).read(action="acl_apply")
@@ -214,6 +219,11 @@ def test_fstore_acl_applies_and_never_prints_passwords(server, admin, catalog, s
         and "%R~fss:user_context:*" in shown.output
         and "FS_ACL_PASSWORD_TEAM_RANKING" in shown.output
     )
+    setuser = {t.split()[0]: t.split("\nfs-")[0] for t in shown.output.split("ACL SETUSER ")[1:]}  # user: its rules
+    personalization = setuser["fs-team-personalization"]  # reads person profiles by alias: FCALL_RO
+    assert "+fcall_ro" in personalization and "%R~fs:person_profile:*" in personalization
+    assert "fss:" not in personalization and "user_purchase_behavior" not in personalization
+    assert "+fcall_ro" not in setuser["fs-team-ranking"]
     applied = runner.invoke(app, ["acl", "--apply", "--url", server.url])
     assert applied.exit_code == 0, applied.output
     assert "fs-team-ranking: created" in applied.output and "%R~fs:item_popularity:*" in applied.output
@@ -225,6 +235,49 @@ def test_fstore_acl_applies_and_never_prints_passwords(server, admin, catalog, s
     monkeypatch.delenv("FS_ACL_PASSWORD_TEAM_RANKING")
     missing = runner.invoke(app, ["acl", "--apply", "--url", server.url])
     assert missing.exit_code == 2 and "set FS_ACL_PASSWORD_TEAM_RANKING" in missing.output
+
+
+def test_the_personalization_consumer_reads_its_service_by_alias_and_nothing_else(
+    server, admin, catalog, secrets, tmp_path
+):
+    from feature_pipelines.identity.graph import person_id
+    from tests.profile_rows import view_rows
+
+    store = serve(admin, catalog, tmp_path)
+    person = person_id("customer_id", "12352")
+    ids = pl.DataFrame(
+        [("anonymous_id", "a-1", person), ("customer_id", "12352", person)],
+        schema=["identifier_type", "identifier", "person_id"],
+        orient="row",
+    )
+    for view in ("person_profile", "person_location"):
+        written = store.write(
+            view,
+            [view_rows(catalog.views[view], "person_id", {person: 3})],
+            partition="2011-12-09",
+            delta_table="/nowhere",
+            delta_version=None,
+            run_id="test",
+            definition_hash="h",
+            aliases=[ids],
+            alias_source={"table": "/nowhere", "delta_version": 0},
+        )
+        assert store.promote(written).promoted
+    apply(admin, catalog, Settings(lake_dir=tmp_path / "lake", redis_url=server.url), by="test")
+
+    client = OnlineClient(as_user(server, "team:personalization"), catalog)
+    got = client.get_by_alias("personalization_profile_v1", "anonymous_id", "a-1")
+    assert got.persons == {"person_profile": person} and got.features["events_30d"] == 3
+    assert got.features["profile_vector"] == [3 / 64] * 32
+    with pytest.raises(OnlineStoreError, match="(?i)noperm|permission"):
+        client.get_by_alias("person_location", "customer_id", 12352)  # sensitive: not its service's
+    with pytest.raises(OnlineStoreError, match="(?i)noperm|permission"):
+        client.get_view("user_purchase_behavior", [12352])  # ranking's view
+    raw = redis.Redis.from_url(as_user(server, "team:personalization"))
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        raw.set(store.keys("person_profile").alias_key(1, "anonymous_id", "a-1"), "p_0000000000000000")
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        raw.execute_command("FCALL", "fs_get_by_alias", 0, "anonymous_id", "a-1")  # only the read-only form
 
 
 def test_a_node_reader_under_the_acl_user(server, admin, catalog, secrets, tmp_path):

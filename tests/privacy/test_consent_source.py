@@ -299,3 +299,79 @@ def test_subjects_withheld_for_consent_are_not_incomplete(catalog, settings):
     assert (blind.active, blind.covered) == (3, 2)  # without the policy's word: a false alarm
     health = partition_health(view, catalog, raw, kept.frame, [day], active, kept.withheld)[0]
     assert (health.active, health.covered) == (2, 2) and health.completeness == 1.0
+
+
+class RevokedMidPush(OnlineStore):
+    """The real store, in which a real revocation lands at one point of a push's write: before its rows,
+    between its rows and its aliases, or after the push filtered its aliases but before their keys exist
+    (the revocation then finds none of them to delete; only the push's sweep can)."""
+
+    def __init__(self, online: OnlineStore, when: str, revoke) -> None:
+        super().__init__(online.r, online.layout, online.versions_kept)
+        self.when, self.revoke = when, revoke
+
+    def write(self, view, batches, *, aliases=None, **kwargs):
+        if self.when == "before_rows":
+            batches = self._after_revoking(batches)
+        elif self.when == "before_aliases":
+            aliases = self._after_revoking(aliases)
+        else:
+            aliases = self._revoking_after_each(aliases)
+        return super().write(view, batches, aliases=aliases, **kwargs)
+
+    def _after_revoking(self, frames):
+        self.revoke()
+        yield from frames
+
+    def _revoking_after_each(self, frames):
+        for frame in frames:  # pulling the frame runs the push's own guard: the person is still permitted
+            self.revoke()
+            yield frame  # ... and the store writes its alias keys after the revocation's deletes
+
+
+@pytest.mark.parametrize("when", ["before_rows", "before_aliases", "after_alias_filter"])
+def test_a_revocation_during_a_push_leaves_no_alias_of_the_version_to_the_person(
+    persons, catalog, settings, redis_url, r, when
+):
+    identity, online, person, table = persons
+    a, b = person["anon_a1"], person["anon_b1"]
+    revoked: list[int] = []
+
+    def revoke() -> None:
+        done = change_consent(
+            catalog, settings, online, "customer_id:12346", "personalization", granted=False, entity="person"
+        )
+        revoked.append(done.keys_removed)
+
+    racing = RevokedMidPush(online, when, revoke)
+    published = push_persons(catalog, settings, racing, identity, table)
+    assert revoked, "the revocation did not run during the push"
+    assert published.promotion.promoted and published.roundtrip.passed, published.promotion.reason
+    version = published.written.version
+    keys = online.keys(PERSON_VIEW.view)
+    a_ids = [(k, i) for k, i, p in identity.alias_map().current().rows() if p == a]
+    assert {i for _, i in a_ids} == {"anon_a1", "anon_a2", "dev_a", "12346"}
+    # No alias key of the version names A, nor does A have features in it; B is served whole.
+    assert [r.get(keys.alias_key(version, k, i)) for k, i in a_ids] == [None] * 4
+    assert not r.exists(keys.data_key(version, a))
+    client = OnlineClient(redis_url)
+    for kind, ident in a_ids:
+        read = client.get_by_alias(PERSON_VIEW.view, kind, ident)
+        assert read.person_id is None and all(v is None for v in read.features.to_dict().values()), (kind, ident)
+    assert client.get_by_alias(PERSON_VIEW.view, "customer_id", "12347").features["events_1d"] == 3
+    assert r.get(keys.alias_key(version, "anonymous_id", "anon_b1")).decode() == b
+    # Every alias key the version holds names a person with features in it.
+    for key in r.scan_iter(f"fs:{PERSON_VIEW.view}:{version}:alias:*"):
+        assert r.exists(keys.data_key(version, r.get(key).decode())), key
+
+
+def test_the_sweep_without_the_versions_aliases_finds_them_in_the_alias_map(persons, catalog, settings, r):
+    identity, online, person, table = persons
+    a = person["anon_a1"]
+    version = push_persons(catalog, settings, online, identity, table).written.version
+    online.set_deny("person", a, '["personalization"]')  # denied; its keys left behind (a raced write)
+    guard = OnlineGuard(PrivacyPolicy(catalog, settings), online)
+    assert guard.sweep(online.layout[PERSON_VIEW.view], version) == 5  # four alias keys and the data key
+    keys = online.keys(PERSON_VIEW.view)
+    assert not r.exists(keys.data_key(version, a), keys.alias_key(version, "device_id", "dev_a"))
+    assert r.exists(keys.alias_key(version, "anonymous_id", "anon_b1"))

@@ -55,7 +55,10 @@ def event(i: int, anonymous: str, device: str | None, customer: int | None, day:
 def events(rows: list[dict], catalog) -> pl.DataFrame:
     schema = catalog.sources["behaviour_events"].raw_schema
     frame = pl.DataFrame(rows).with_columns(pl.col("event_time").dt.date().cast(pl.String).alias(EVENT_DATE))
-    return frame.select([pl.col(c).cast(t) for c, t in schema.items()])
+    # Columns the events do not carry (e.g. `network_id`, the optional probabilistic signal) are null.
+    return frame.select(
+        [pl.col(c).cast(t) if c in frame.columns else pl.lit(None, t).alias(c) for c, t in schema.items()]
+    )
 
 
 # Person A: two anonymous ids on one device, logged in as customer 12346. Person B: one id, customer 12347.
