@@ -235,6 +235,19 @@ class Action(StrEnum):
 SERVED = (Action.PROMOTE, Action.ROLLBACK)
 
 
+def _served_fields(data: dict) -> dict:
+    """The fields a history entry and a pin share, from their JSON (older entries lack the optional ones)."""
+    return {
+        "version": int(data["version"]),
+        "partition": str(data.get("partition") or ""),
+        "previous": int(data["previous"]) if data.get("previous") is not None else None,
+        "at": float(data["at"]),
+        "run_id": str(data.get("run_id") or ""),
+        "reason": str(data.get("reason") or ""),
+        "by": str(data.get("by") or ""),
+    }
+
+
 @dataclass(frozen=True)
 class HistoryEntry:
     action: Action
@@ -249,16 +262,7 @@ class HistoryEntry:
     @classmethod
     def from_json(cls, raw: str | bytes) -> HistoryEntry:
         data = json.loads(raw)
-        return cls(
-            action=Action(data["action"]),
-            version=int(data["version"]),
-            partition=str(data.get("partition") or ""),
-            previous=int(data["previous"]) if data.get("previous") is not None else None,
-            at=float(data["at"]),
-            run_id=str(data.get("run_id") or ""),
-            reason=str(data.get("reason") or ""),
-            by=str(data.get("by") or ""),
-        )
+        return cls(action=Action(data["action"]), **_served_fields(data))
 
 
 @dataclass(frozen=True)
@@ -275,16 +279,7 @@ class Pin:
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> Pin:
-        data = json.loads(raw)
-        return cls(
-            version=int(data["version"]),
-            partition=str(data.get("partition") or ""),
-            previous=int(data["previous"]) if data.get("previous") is not None else None,
-            at=float(data["at"]),
-            run_id=str(data.get("run_id") or ""),
-            reason=str(data.get("reason") or ""),
-            by=str(data.get("by") or ""),
-        )
+        return cls(**_served_fields(json.loads(raw)))
 
     def describe(self) -> str:
         when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.at))
