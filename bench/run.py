@@ -18,6 +18,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -427,64 +428,106 @@ def alias_read_bench(persons: int = 1_000_000, calls: int = 2000) -> dict:
     }
 
 
-def main_job_bench() -> dict:
-    """The whole main job on the shipped data (ingest, every feature partition with its GE gate and
-    checks, the online push), run through Dagster exactly as `fstore demo` runs it, against its core: the
-    raw read, `compute_partitions` and `quality.validate` of every view on the same raw table, timed in the
-    same process right after. The ratio is Dagster's and the checks' overhead; the target is <= 2x."""
+def main_job_bench(reps: int = 2) -> dict:
+    """The whole main job on the shipped data (ingest, identity stitching with its accuracy gate, every
+    feature partition with its GE gate and checks, the online push), run through Dagster exactly as `fstore
+    demo` runs it (on an instance configured by the demo's own dagster.yaml), against its core measured in
+    the same process right after, on the same lake: the identity fold planned from the raw events with its
+    accuracy score, then for every view the raw read, its declared inputs (alias map, lookups),
+    `compute_partitions` and `quality.validate`. Interleaved, `reps` times on a fresh lake and instance; the
+    best of each side. The ratio is Dagster's and the checks' overhead; the target is <= 2x."""
     import os
-    import tempfile
+
+    runs = []
+    for _ in range(reps):
+        work = Path(tempfile.mkdtemp(prefix="main_job_", dir=DATA))
+        server = RedisServer()
+        saved = {k: os.environ.get(k) for k in ("FS_LAKE_DIR", "FS_REDIS_URL", "DAGSTER_HOME")}
+        os.environ.update(FS_LAKE_DIR=str(work / "lake"), FS_REDIS_URL=server.url, DAGSTER_HOME=str(work / "home"))
+        try:
+            runs.append(_main_job_once(work))
+            print(f"main job {runs[-1]['main_job_s']}s, core {runs[-1]['main_job_core_s']}s", flush=True)
+        finally:
+            server.stop()
+            shutil.rmtree(work, ignore_errors=True)
+            for k, v in saved.items():
+                os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    best = min(runs, key=lambda r: r["main_job_s"])
+    return {
+        **best,
+        "main_job_s": min(r["main_job_s"] for r in runs),
+        "main_job_core_s": min(r["main_job_core_s"] for r in runs),
+        "main_job_runs": [[r["main_job_s"], r["main_job_core_s"]] for r in runs],
+        "main_job_load_avg": round(os.getloadavg()[0], 2),
+    }
+
+
+def _main_job_once(work: Path) -> dict:
     import warnings
 
     import dagster as dg
 
-    work = Path(tempfile.mkdtemp(prefix="main_job_", dir=DATA))
-    server = RedisServer()
-    os.environ["FS_LAKE_DIR"] = str(work / "lake")
-    os.environ["FS_REDIS_URL"] = server.url
-    try:
-        warnings.filterwarnings("ignore")
-        from feature_pipelines.catalog import load_catalog
-        from feature_pipelines.checks import quality
-        from feature_pipelines.demo import run_main_job
-        from feature_pipelines.offline import delta
-        from feature_pipelines.offline.compute import compute_partitions, raw_range_for
-        from feature_pipelines.settings import Settings
-        from feature_pipelines.spec import EVENT_DATE
+    warnings.filterwarnings("ignore")
+    import importlib
 
-        catalog = load_catalog()
-        (work / "dagster_home").mkdir()
-        with dg.DagsterInstance.local_temp(str(work / "dagster_home")) as instance:
-            outcome = run_main_job(catalog, instance)
-        if not outcome.success:
-            raise RuntimeError("main job failed:\n" + "\n".join(outcome.reasons))
-        days = [
-            datetime.date.fromisoformat(outcome.first) + datetime.timedelta(days=i)
-            for i in range(
-                (datetime.date.fromisoformat(outcome.last) - datetime.date.fromisoformat(outcome.first)).days + 1
-            )
-        ]
-        settings = Settings()
-        started = time.perf_counter()
-        rows = 0
-        for view in catalog.views.values():
-            source = catalog.source_of(view)
-            first, last = raw_range_for(view, days[0], days[-1])
-            raw = delta.read_partitions(settings.raw_table(source.name), EVENT_DATE, first, last)
-            frame = compute_partitions(view, catalog, raw, days)
-            report = quality.validate(view, catalog, frame)
-            rows += frame.height
-            if not report.passed:
-                raise RuntimeError(report.summary())
-        core = time.perf_counter() - started
-    finally:
-        server.stop()
-        shutil.rmtree(work, ignore_errors=True)
+    import feature_pipelines.orchestration.definitions as definitions
+    from feature_pipelines.catalog import load_catalog
+    from feature_pipelines.checks import quality
+    from feature_pipelines.demo import run_main_job
+    from feature_pipelines.identity import accuracy
+    from feature_pipelines.identity.stitch import IDENTITY_SOURCE, IdentityStore
+    from feature_pipelines.offline import delta
+    from feature_pipelines.offline.compute import compute_partitions, raw_range_for
+    from feature_pipelines.offline.enrichment import read_inputs
+    from feature_pipelines.orchestration.identity_assets import truth_path
+    from feature_pipelines.settings import Settings
+    from feature_pipelines.spec import EVENT_DATE
+
+    importlib.reload(definitions)  # its resources are bound at import: this rep's lake and Redis
+    home = work / "home"
+    home.mkdir()
+    shutil.copy(HERE.parent / ".dagster_home" / "dagster.yaml", home / "dagster.yaml")
+    catalog = load_catalog()
+    with dg.DagsterInstance.get() as instance:
+        outcome = run_main_job(catalog, instance)
+        storage = type(instance.event_log_storage).__name__
+    if not outcome.success:
+        raise RuntimeError("main job failed:\n" + "\n".join(outcome.reasons))
+    first, last = datetime.date.fromisoformat(outcome.first), datetime.date.fromisoformat(outcome.last)
+    days = [first + datetime.timedelta(days=i) for i in range((last - first).days + 1)]
+    settings = Settings()
+    started = time.perf_counter()
+    rows = 0
+    if IDENTITY_SOURCE in catalog.sources:  # the identity asset's work: plan the fold, score it (not written)
+        raw_uri = settings.raw_table(IDENTITY_SOURCE)
+        wanted = [d.isoformat() for d in days]
+        run = IdentityStore(work / "core_identity").plan_fold(
+            wanted, lambda ds: delta.scan(raw_uri).filter(pl.col(EVENT_DATE).is_in(ds)), historical=True
+        )
+        persons = run.table("persons")
+        truth = truth_path(catalog)
+        if truth.exists():
+            labels = pl.read_parquet(truth).join(persons, on=["identifier_type", "identifier"], how="semi")
+            if not accuracy.pairwise(persons, labels).passes(accuracy.MIN_PRECISION, accuracy.MIN_RECALL):
+                raise RuntimeError("core: identity accuracy below thresholds")
+    for view in catalog.views.values():
+        source = catalog.source_of(view)
+        raw_first, raw_last = raw_range_for(view, days[0], days[-1])
+        raw = delta.read_partitions(settings.raw_table(source.name), EVENT_DATE, raw_first, raw_last)
+        inputs = read_inputs(view, catalog, settings, days[-1]).inputs  # the alias map the main job wrote
+        frame = compute_partitions(view, catalog, raw, days, inputs)
+        report = quality.validate(view, catalog, frame)
+        rows += frame.height
+        if not report.passed:
+            raise RuntimeError(report.summary())
+    core = time.perf_counter() - started
     return {
         "main_job_s": round(outcome.seconds, 2),
         "main_job_core_s": round(core, 2),
         "main_job_partitions": len(days),
+        "main_job_views": len(catalog.views),
         "main_job_feature_rows": rows,
+        "main_job_event_log_storage": storage,
     }
 
 
@@ -553,7 +596,8 @@ def render(r: dict) -> str:
         "training_set_s": f"{r['baseline_join_asof_s']} (polars read + sort + join_asof)",
         "alias_read1_p99_us": f"{r['direct_read1_by_person_p99_us']} (the client by person id; redis-py GET "
         f"{r['raw_read1_by_person_p99_us']})",
-        "main_job_s": f"{r.get('main_job_core_s', '-')} (raw read + compute + GE validation of every view)",
+        "main_job_s": f"{r.get('main_job_core_s', '-')} (identity fold + accuracy; raw read, inputs, compute and GE "
+        "validation of every view; best of 2, interleaved)",
         "revocation_p99_ms": f"- ({r['revocation_with_ledger_and_audit_p99_ms']} ms with the ledger commit and audit "
         f"record; {r['revocation_kept_versions']} versions x {r['revocation_keys_per_version']:,} keys)",
     }
