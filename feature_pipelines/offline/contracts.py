@@ -220,7 +220,9 @@ def column_failures(
         miss = ~matches(values.cast(pl.String), contract.pattern).fill_null(False)
         out.append(Failure("pattern", checked & miss, f"do not match {contract.pattern!r}"))
     if contract.allowed is not None:
-        outside = ~values.is_in(pl.Series(list(contract.allowed)).cast(values.dtype, strict=False)).fill_null(False)
+        outside = ~values.is_in(pl.Series(list(contract.allowed)).cast(values.dtype, strict=False).implode()).fill_null(
+            False
+        )
         shown = list(contract.allowed)[:5]
         more = "..." if len(contract.allowed) > 5 else ""
         out.append(Failure("allowed", checked & outside, f"are not in the allowed set {shown}{more}"))
