@@ -243,7 +243,7 @@ def test_a_reader_with_a_cached_version_never_reads_nulls_of_a_pruned_one(redis_
     stop = threading.Event()
 
     def read() -> None:
-        client = OnlineClient(redis_url)
+        client = OnlineClient(redis_url, connect_timeout=10, timeout=10)  # atomicity, not deadlines, under test
         while not stop.is_set():
             try:
                 rows = client.get_view("toy", ids)  # the cached version is validated in the same MGET

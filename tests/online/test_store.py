@@ -133,7 +133,7 @@ def test_readers_during_a_push_see_only_whole_versions(redis_url):
     stop = threading.Event()
 
     def read() -> None:
-        client = OnlineClient(redis_url)
+        client = OnlineClient(redis_url, connect_timeout=10, timeout=10)  # atomicity, not deadlines, under test
         while not stop.is_set():
             try:
                 rows = client.get_view("toy", ids)
