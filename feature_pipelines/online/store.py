@@ -827,13 +827,7 @@ class OnlineStore:
         for frame in aliases_of(meta):
             keys = meta.schema.keys.alias_keys(version, frame["identifier_type"], frame["identifier"]).to_list()
             for start in range(0, len(keys), CHUNK):
-                pipe = self.r.pipeline(transaction=False)
-                for key in keys[start : start + CHUNK]:
-                    if ttl_ms:
-                        pipe.pexpire(key, ttl_ms)
-                    else:
-                        pipe.exists(key)
-                found = [int(x) for x in pipe.execute()]
+                found = self._touch(keys[start : start + CHUNK], ttl_ms)
                 alive += sum(found)
                 total += len(found)
         expected = int(meta.aliases.get("rows", 0)) if meta.aliases else 0
@@ -842,6 +836,16 @@ class OnlineStore:
                 f"view {view!r}: version {version} cannot serve again: {total - alive} of {total} alias keys are "
                 f"gone (it was written with {expected})"
             )
+
+    def _touch(self, keys: list[str], ttl_ms: int) -> list[int]:
+        """Per key, 1 if it exists; with a TTL, its expiry restarts (one pipelined round trip)."""
+        pipe = self.r.pipeline(transaction=False)
+        for key in keys:
+            if ttl_ms:
+                pipe.pexpire(key, ttl_ms)
+            else:
+                pipe.exists(key)
+        return [int(x) for x in pipe.execute()]
 
     def _refresh_data_keys(self, meta: VersionMeta, ids_of: IdsOf) -> int:
         view, version = meta.schema.view, meta.version
@@ -853,13 +857,7 @@ class OnlineStore:
             keys = keys_of.data_keys(version, batch).to_list()
             ids = batch.to_list()
             for start in range(0, len(keys), CHUNK):
-                pipe = self.r.pipeline(transaction=False)
-                for key in keys[start : start + CHUNK]:
-                    if ttl_ms:
-                        pipe.pexpire(key, ttl_ms)
-                    else:
-                        pipe.exists(key)
-                found = [int(x) for x in pipe.execute()]
+                found = self._touch(keys[start : start + CHUNK], ttl_ms)
                 alive += sum(found)
                 total += len(found)
                 if len(missing) < 5:
